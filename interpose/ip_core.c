@@ -1,0 +1,645 @@
+/*
+ * ip_core.c - the shim's core: start-up, the table of real functions, path resolution, and
+ * what the shim remembers about descriptors and step writers.
+ *
+ * DESIGN
+ * Start-up is lazy and once: the first wrapper call (or the library constructor, whichever comes
+ * first) runs ip_init() under pthread_once with the re-entry guard held, so settings, GLib and
+ * the tier preparation can use ordinary libc calls.  Any failure there logs one line and leaves
+ * the process in pass-through mode: checkpoints then land on the real path and nothing is lost.
+ *
+ * Writer tracking: each process keeps, per step it writes, a count of its write descriptors and
+ * one descriptor holding a shared OFD lock on the step's lock file in the tier (tier_step.h).
+ * The kernel drops that lock when the last copy of the descriptor goes away, kill -9 included, so
+ * the "is anyone writing this step" question is always answered truthfully across the node.
+ * The registry is guarded by a mutex; it is only touched for files under a prefix.
+ */
+#include "interpose/ip_int.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tiering/tier_step.h"
+
+struct ip_real ip_real;
+struct ip_global ip_g;
+__thread int ip_guard __attribute__((tls_model("initial-exec")));
+uint8_t ip_fdclass[IP_FD_MAX];
+uint16_t ip_fdstep[IP_FD_MAX];
+
+extern char **environ;
+
+/* In-process registry of steps this process writes (guarded by wstep_lock). */
+struct ip_wstep {
+	int refs;   /* write descriptors of this process into the step */
+	int lockfd; /* holds the shared writer lock while refs > 0 */
+	int prefix;
+	char vstep[PATH_MAX];
+};
+
+static pthread_mutex_t wstep_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ip_wstep wsteps[IP_WSTEP_MAX];
+static int fd_hiwater; /* highest fd ever tracked + 1; atomic */
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+void *ip_real_load(void **slot, const char *name)
+{
+	void *p = dlsym(RTLD_NEXT, name);
+
+	/* __xstat and friends are compat-only symbols since glibc 2.33 */
+	if (!p)
+		p = dlvsym(RTLD_NEXT, name, "GLIBC_2.2.5");
+	if (!p)
+		p = dlsym(RTLD_DEFAULT, name);
+	__atomic_store_n(slot, p, __ATOMIC_RELAXED);
+	return p;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * start-up
+ */
+
+/* Creates dir and its missing parents with mode (the last one gets last_mode).  Returns 0/-1. */
+static int mkdirs(char *path, mode_t mode, mode_t last_mode)
+{
+	struct stat st;
+
+	for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
+		*p = '\0';
+		int rc = mkdir(path, mode);
+		*p = '/';
+		if (rc && errno != EEXIST)
+			return -1;
+	}
+	if (mkdir(path, last_mode) == 0)
+		return chmod(path, last_mode); /* umask must not weaken the mount-point mode */
+	return errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+/* Remembers the TIERCKPT_* settings of our start so exec'd children keep them. */
+static void env_snapshot(void)
+{
+	ip_g.env_keep_len = 0;
+	for (char **e = environ; e && *e; e++) {
+		if (strncmp(*e, "TIERCKPT_", 9) != 0)
+			continue;
+		size_t n = strlen(*e) + 1;
+		if (ip_g.env_keep_len + n > sizeof(ip_g.env_keep))
+			break;
+		memcpy(ip_g.env_keep + ip_g.env_keep_len, *e, n);
+		ip_g.env_keep_len += n;
+	}
+}
+
+static void atfork_child(void)
+{
+	ip_g.pid = getpid();
+}
+
+static void ip_init(void)
+{
+	struct cfg *c = &ip_g.cfg;
+	char path[PATH_MAX];
+	Dl_info info;
+	int mode = IP_MODE_PASS;
+
+	IP_GUARD_ENTER();
+	int saved = errno;
+	int rc = cfg_load(c);
+	log_init(c);
+	if (rc) {
+		log_error("%s; running as pure pass-through (checkpoints go to the real path)",
+			  c->err);
+		goto out;
+	}
+	if (!c->active)
+		goto out;
+	rc = cfg_tier_prepare(c);
+	if (rc) {
+		log_error("%s; running as pure pass-through (checkpoints go to the real path)",
+			  c->err);
+		goto out;
+	}
+	if (snprintf(ip_g.root, sizeof(ip_g.root), "%s/fs", c->tier_dir) >= (int)sizeof(ip_g.root))
+		goto toolong;
+	ip_g.rootlen = strlen(ip_g.root);
+	for (int i = 0; i < c->n_prefixes; i++) {
+		if (snprintf(path, sizeof(path), "%s%s", ip_g.root, c->prefixes[i]) >=
+		    (int)sizeof(path))
+			goto toolong;
+		if (mkdirs(path, 0700, 01777)) {
+			log_error("cannot create the tier directory %s: %s; running as pure "
+				  "pass-through", path, strerror(errno));
+			goto out;
+		}
+		if (snprintf(path, sizeof(path), "%s/meta/steps%s", c->tier_dir,
+			     c->prefixes[i]) >= (int)sizeof(path))
+			goto toolong;
+		if (mkdirs(path, 0700, 0700)) {
+			log_error("cannot create %s: %s; running as pure pass-through", path,
+				  strerror(errno));
+			goto out;
+		}
+	}
+	if (dladdr((void *)ip_init, &info) && info.dli_fname && info.dli_fname[0] == '/')
+		snprintf(ip_g.lib_path, sizeof(ip_g.lib_path), "%s", info.dli_fname);
+	env_snapshot();
+	ip_g.pid = getpid();
+	pthread_atfork(NULL, NULL, atfork_child);
+	mode = IP_MODE_ACTIVE;
+	__atomic_store_n(&ip_g.mode, mode, __ATOMIC_RELEASE);
+	ip_cwd_refresh();
+	log_debug("active: %d prefix(es), tier %s", c->n_prefixes, c->tier_dir);
+	goto done;
+toolong:
+	log_error("the tier path under %s is too long; running as pure pass-through", c->shm_dir);
+out:
+	__atomic_store_n(&ip_g.mode, mode, __ATOMIC_RELEASE);
+done:
+	errno = saved;
+	IP_GUARD_LEAVE();
+}
+
+int ip_init_slow(void)
+{
+	if (ip_guard)
+		return 0;
+	pthread_once(&init_once, ip_init);
+	return __atomic_load_n(&ip_g.mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE && !ip_guard;
+}
+
+__attribute__((constructor)) static void ip_ctor(void)
+{
+	ip_on();
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * paths
+ */
+
+int ip_prefix_of(const char *vpath)
+{
+	const struct cfg *c = &ip_g.cfg;
+
+	for (int i = 0; i < c->n_prefixes; i++)
+		if (ip_path_under(vpath, c->prefixes[i], c->prefix_len[i]))
+			return i;
+	return -1;
+}
+
+int ip_is_prefix_root(const char *vpath)
+{
+	const struct cfg *c = &ip_g.cfg;
+
+	for (int i = 0; i < c->n_prefixes; i++) {
+		size_t n = c->prefix_len[i];
+		if (strncmp(vpath, c->prefixes[i], n) == 0 &&
+		    (vpath[n] == '\0' || (vpath[n] == '/' && vpath[n + 1] == '\0')))
+			return 1;
+	}
+	return 0;
+}
+
+int ip_unmap_inplace(char *buf)
+{
+	const struct cfg *c = &ip_g.cfg;
+
+	return ip_path_unmap(ip_g.root, ip_g.rootlen, c->prefixes, c->prefix_len, c->n_prefixes,
+			     buf, buf, PATH_MAX) > 0;
+}
+
+/* 1 when normalised `path` is an ancestor of some prefix. */
+static int any_ancestor(const char *path)
+{
+	const struct cfg *c = &ip_g.cfg;
+
+	for (int i = 0; i < c->n_prefixes; i++)
+		if (ip_path_is_ancestor(path, c->prefixes[i], c->prefix_len[i]))
+			return 1;
+	return 0;
+}
+
+/* The virtual path of directory dirfd (AT_FDCWD: the cwd) into out.  Returns 0 or -1. */
+static int dir_vpath(int dirfd, char *out)
+{
+	if (dirfd == AT_FDCWD) {
+		if (!REAL(getcwd)(out, PATH_MAX))
+			return -1;
+	} else {
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", dirfd);
+		ssize_t n = REAL(readlink)(proc, out, PATH_MAX - 1);
+		if (n <= 0 || out[0] != '/')
+			return -1;
+		out[n] = '\0';
+	}
+	ip_unmap_inplace(out);
+	return 0;
+}
+
+/* Maps normalised virtual path v (already in r->buf + rootlen) under prefix p. */
+static void rpath_set_mapped(struct ip_rpath *r, int p)
+{
+	memcpy(r->buf, ip_g.root, ip_g.rootlen);
+	r->path = r->buf;
+	r->dirfd = AT_FDCWD;
+	r->mapped = 1;
+	r->prefix = p;
+}
+
+int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
+{
+	char *v = r->buf + ip_g.rootlen;
+	size_t vcap = sizeof(r->buf) - ip_g.rootlen;
+	int cls, p;
+
+	r->path = r->orig = path;
+	r->dirfd = r->orig_dirfd = dirfd;
+	r->prefix = -1;
+	r->mapped = r->tier_rel = r->vknown = 0;
+	if (!path || !path[0])
+		return 0;
+	if (path[0] == '/') {
+		if (ip_path_normalize(path, v, vcap) < 0) {
+			if (ip_prefix_of(path) < 0)
+				return 0;
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		r->vknown = 1;
+		p = ip_prefix_of(v);
+		if (p >= 0)
+			rpath_set_mapped(r, p);
+		return 0;
+	}
+	if (dirfd == AT_FDCWD)
+		cls = __atomic_load_n(&ip_g.cwd_class, __ATOMIC_RELAXED);
+	else
+		cls = dirfd >= 0 && dirfd < IP_FD_MAX
+			      ? __atomic_load_n(&ip_fdclass[dirfd], __ATOMIC_RELAXED) & IP_FD_CLASS_MASK
+			      : IP_FD_OTHER;
+	if (cls != IP_FD_ANCESTOR && !ip_path_has_dotdot(path)) {
+		r->tier_rel = cls == IP_FD_TIER;
+		return 0;
+	}
+	/* slow path: ".." or a directory above a prefix: resolve against its virtual path */
+	char base[PATH_MAX];
+	if (dir_vpath(dirfd, base))
+		return 0;
+	if (ip_path_join(base, path, v, vcap) < 0) {
+		if (cls != IP_FD_TIER)
+			return 0;
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	r->vknown = 1;
+	p = ip_prefix_of(v);
+	if (p >= 0) {
+		rpath_set_mapped(r, p);
+	} else if (cls == IP_FD_TIER) {
+		/* climbed out of the prefix from inside the tier: name the target absolutely */
+		r->path = v;
+		r->dirfd = AT_FDCWD;
+	}
+	return 0;
+}
+
+const char *ip_vpath(struct ip_rpath *r)
+{
+	if (r->mapped)
+		return r->buf + ip_g.rootlen;
+	if (!r->tier_rel)
+		return NULL;
+	char base[PATH_MAX];
+	char *v = r->buf + ip_g.rootlen;
+	if (dir_vpath(r->orig_dirfd, base) ||
+	    ip_path_join(base, r->orig, v, sizeof(r->buf) - ip_g.rootlen) < 0)
+		return NULL;
+	int p = ip_prefix_of(v);
+	if (p < 0)
+		return NULL;
+	r->tier_rel = 0;
+	r->vknown = 1;
+	rpath_set_mapped(r, p);
+	return v;
+}
+
+void ip_cwd_refresh(void)
+{
+	char cwd[PATH_MAX];
+	int cls = IP_FD_OTHER;
+
+	if (REAL(getcwd)(cwd, sizeof(cwd))) {
+		if (ip_unmap_inplace(cwd))
+			cls = IP_FD_TIER;
+		else if (any_ancestor(cwd) || ip_prefix_of(cwd) >= 0)
+			cls = IP_FD_ANCESTOR; /* also the real prefix dir: resolve everything */
+	}
+	__atomic_store_n(&ip_g.cwd_class, cls, __ATOMIC_RELAXED);
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * descriptors and step writers
+ */
+
+/* 1 when we are a vfork child sharing the parent's memory: leave the tables alone. */
+static int in_vfork_child(void)
+{
+	return getpid() != ip_g.pid;
+}
+
+/* Takes a writer reference on vstep; returns the registry slot + 1, or 0. */
+static int wstep_acquire(const char *vstep, int prefix)
+{
+	int slot = -1, freeslot = -1;
+
+	IP_GUARD_ENTER();
+	pthread_mutex_lock(&wstep_lock);
+	for (int i = 0; i < IP_WSTEP_MAX; i++) {
+		if (wsteps[i].refs > 0 && strcmp(wsteps[i].vstep, vstep) == 0) {
+			slot = i;
+			break;
+		}
+		if (wsteps[i].refs == 0 && freeslot < 0)
+			freeslot = i;
+	}
+	if (slot < 0 && freeslot >= 0) {
+		struct ip_wstep *w = &wsteps[freeslot];
+		w->lockfd = tier_step_lock_open(ip_g.cfg.tier_dir, vstep);
+		if (w->lockfd >= 0) {
+			snprintf(w->vstep, sizeof(w->vstep), "%s", vstep);
+			w->prefix = prefix;
+			slot = freeslot;
+			/* a write into a step makes it WRITING again, whatever it was */
+			tier_step_set(ip_g.cfg.tier_dir, vstep, TIER_STEP_WRITING, NULL);
+		} else {
+			log_warn("cannot take the writer lock of %s: %s (its state may commit "
+				 "early)", vstep, strerror(errno));
+		}
+	}
+	if (slot >= 0)
+		wsteps[slot].refs++;
+	pthread_mutex_unlock(&wstep_lock);
+	IP_GUARD_LEAVE();
+	return slot + 1;
+}
+
+/* Drops a writer reference; commit_marker: the descriptor was the step's marker. */
+static void wstep_release(int slot1, int commit_marker)
+{
+	struct ip_wstep *w = &wsteps[slot1 - 1];
+
+	IP_GUARD_ENTER();
+	pthread_mutex_lock(&wstep_lock);
+	if (commit_marker)
+		tier_step_set(ip_g.cfg.tier_dir, w->vstep, TIER_STEP_COMMITTED, "marker");
+	if (w->refs > 0 && --w->refs == 0) {
+		futimens(w->lockfd, NULL); /* last write activity, for the idle rule */
+		close(w->lockfd);
+		w->lockfd = -1;
+	}
+	pthread_mutex_unlock(&wstep_lock);
+	IP_GUARD_LEAVE();
+}
+
+static void fd_hiwater_raise(int fd)
+{
+	int h = __atomic_load_n(&fd_hiwater, __ATOMIC_RELAXED);
+
+	while (fd + 1 > h &&
+	       !__atomic_compare_exchange_n(&fd_hiwater, &h, fd + 1, 0, __ATOMIC_RELAXED,
+					    __ATOMIC_RELAXED))
+		;
+}
+
+void ip_fd_opened(int fd, struct ip_rpath *r, int flags)
+{
+	int saved = errno;
+	uint8_t cls = IP_FD_OTHER;
+	uint16_t step = 0;
+
+	if (fd < 0 || fd >= IP_FD_MAX)
+		return;
+	if (r->mapped || r->tier_rel) {
+		cls = IP_FD_TIER;
+		if ((flags & O_ACCMODE) != O_RDONLY) {
+			const char *v = ip_vpath(r);
+			char vstep[PATH_MAX];
+			int itself;
+			if (v && tier_step_of(v, ip_g.cfg.prefixes[r->prefix],
+					      ip_g.cfg.prefix_len[r->prefix], vstep, sizeof(vstep),
+					      &itself) &&
+			    !itself) {
+				step = (uint16_t)wstep_acquire(vstep, r->prefix);
+				const char *base = strrchr(v, '/') + 1;
+				if (step && (size_t)(base - v) == strlen(vstep) + 1 &&
+				    strcmp(base, ip_g.cfg.commit_marker) == 0)
+					cls |= IP_FD_MARKER;
+			}
+		}
+	} else if (r->vknown ? any_ancestor(r->buf + ip_g.rootlen)
+			     : (r->path && r->path[0] == '/' && any_ancestor(r->path))) {
+		cls = IP_FD_ANCESTOR;
+	}
+	if (cls != IP_FD_OTHER || step ||
+	    __atomic_load_n(&ip_fdclass[fd], __ATOMIC_RELAXED) ||
+	    __atomic_load_n(&ip_fdstep[fd], __ATOMIC_RELAXED)) {
+		fd_hiwater_raise(fd);
+		__atomic_store_n(&ip_fdclass[fd], cls, __ATOMIC_RELAXED);
+		__atomic_store_n(&ip_fdstep[fd], step, __ATOMIC_RELAXED);
+	}
+	errno = saved;
+}
+
+struct ip_fdtok ip_fd_take(int fd)
+{
+	struct ip_fdtok t = {0, 0};
+
+	if (fd < 0 || fd >= IP_FD_MAX)
+		return t;
+	if (!__atomic_load_n(&ip_fdclass[fd], __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&ip_fdstep[fd], __ATOMIC_RELAXED))
+		return t;
+	int saved = errno;
+	if (!in_vfork_child()) {
+		t.cls = __atomic_exchange_n(&ip_fdclass[fd], 0, __ATOMIC_RELAXED);
+		t.step = __atomic_exchange_n(&ip_fdstep[fd], 0, __ATOMIC_RELAXED);
+	}
+	errno = saved;
+	return t;
+}
+
+void ip_fd_release(struct ip_fdtok t)
+{
+	if (!t.step)
+		return;
+	int saved = errno;
+	wstep_release(t.step, (t.cls & IP_FD_MARKER) != 0);
+	errno = saved;
+}
+
+void ip_fd_closed_range(unsigned int lo, unsigned int hi)
+{
+	unsigned int h = (unsigned int)__atomic_load_n(&fd_hiwater, __ATOMIC_RELAXED);
+
+	for (unsigned int fd = lo; fd < h && fd <= hi; fd++)
+		ip_fd_release(ip_fd_take((int)fd));
+}
+
+void ip_fd_dup(int oldfd, int newfd)
+{
+	if (newfd < 0 || newfd >= IP_FD_MAX || oldfd == newfd)
+		return;
+	if (oldfd < 0 || oldfd >= IP_FD_MAX)
+		return;
+	uint8_t cls = __atomic_load_n(&ip_fdclass[oldfd], __ATOMIC_RELAXED);
+	uint16_t step = __atomic_load_n(&ip_fdstep[oldfd], __ATOMIC_RELAXED);
+	if (!cls && !step)
+		return;
+	int saved = errno;
+	if (in_vfork_child())
+		goto out;
+	if (step) {
+		IP_GUARD_ENTER();
+		pthread_mutex_lock(&wstep_lock);
+		wsteps[step - 1].refs++;
+		pthread_mutex_unlock(&wstep_lock);
+		IP_GUARD_LEAVE();
+	}
+	fd_hiwater_raise(newfd);
+	/* only the original descriptor commits the marker */
+	__atomic_store_n(&ip_fdclass[newfd], cls & IP_FD_CLASS_MASK, __ATOMIC_RELAXED);
+	__atomic_store_n(&ip_fdstep[newfd], step, __ATOMIC_RELAXED);
+out:
+	errno = saved;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * step directories
+ */
+
+void ip_step_dir_made(const char *vpath, int prefix)
+{
+	char vstep[PATH_MAX];
+	int itself, saved = errno;
+
+	if (tier_step_of(vpath, ip_g.cfg.prefixes[prefix], ip_g.cfg.prefix_len[prefix], vstep,
+			 sizeof(vstep), &itself) &&
+	    itself) {
+		IP_GUARD_ENTER();
+		tier_step_set(ip_g.cfg.tier_dir, vstep, TIER_STEP_WRITING, NULL);
+		IP_GUARD_LEAVE();
+	}
+	errno = saved;
+}
+
+void ip_step_removed(const char *vpath, int prefix)
+{
+	char vstep[PATH_MAX];
+	int itself, saved = errno;
+
+	if (tier_step_of(vpath, ip_g.cfg.prefixes[prefix], ip_g.cfg.prefix_len[prefix], vstep,
+			 sizeof(vstep), &itself) &&
+	    itself) {
+		IP_GUARD_ENTER();
+		tier_step_forget(ip_g.cfg.tier_dir, vstep);
+		IP_GUARD_LEAVE();
+	}
+	errno = saved;
+}
+
+void ip_step_renamed_into(const char *vpath, int prefix)
+{
+	char vstep[PATH_MAX];
+	int itself, saved = errno;
+	const struct cfg *c = &ip_g.cfg;
+
+	if (!tier_step_of(vpath, c->prefixes[prefix], c->prefix_len[prefix], vstep, sizeof(vstep),
+			  &itself))
+		goto out;
+	IP_GUARD_ENTER();
+	if (itself) {
+		struct tier_step_info info;
+		tier_step_set(c->tier_dir, vstep, TIER_STEP_WRITING, NULL);
+		tier_step_eval(c, vstep, &info); /* commits it if its marker came along */
+	} else {
+		const char *base = strrchr(vpath, '/') + 1;
+		if ((size_t)(base - vpath) == strlen(vstep) + 1 && strcmp(base, c->commit_marker) == 0)
+			tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, "rename");
+	}
+	IP_GUARD_LEAVE();
+out:
+	errno = saved;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * environment of exec'd children
+ */
+
+/* 1 when the LD_PRELOAD entry `e` ("LD_PRELOAD=...") already names our library. */
+static int preload_has_us(const char *e)
+{
+	const char *v = e + strlen("LD_PRELOAD=");
+	size_t n = strlen(ip_g.lib_path);
+
+	for (const char *p = strstr(v, ip_g.lib_path); p; p = strstr(p + 1, ip_g.lib_path))
+		if ((p == v || p[-1] == ':' || p[-1] == ' ') &&
+		    (p[n] == '\0' || p[n] == ':' || p[n] == ' '))
+			return 1;
+	return 0;
+}
+
+char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap)
+{
+	size_t n = 0, k = 0;
+	int ld_idx = -1, need_ld;
+
+	if (!envp || !ip_g.lib_path[0])
+		return envp;
+	for (; envp[n]; n++)
+		if (strncmp(envp[n], "LD_PRELOAD=", 11) == 0)
+			ld_idx = (int)n;
+	need_ld = ld_idx < 0 || !preload_has_us(envp[ld_idx]);
+	/* which of our settings are missing? */
+	int missing = 0;
+	for (size_t off = 0; off < ip_g.env_keep_len; off += strlen(ip_g.env_keep + off) + 1) {
+		const char *kv = ip_g.env_keep + off;
+		size_t klen = (size_t)(strchr(kv, '=') - kv) + 1;
+		size_t i;
+		for (i = 0; i < n && strncmp(envp[i], kv, klen) != 0; i++)
+			;
+		missing += i == n;
+	}
+	if (!need_ld && !missing)
+		return envp;
+	if (n + (size_t)missing + 2 > cap)
+		return envp;
+	for (size_t i = 0; i < n; i++)
+		out[k++] = envp[i];
+	if (need_ld) {
+		int w = ld_idx < 0 ? snprintf(ldbuf, ldcap, "LD_PRELOAD=%s", ip_g.lib_path)
+				   : snprintf(ldbuf, ldcap, "LD_PRELOAD=%s:%s", envp[ld_idx] + 11,
+					      ip_g.lib_path);
+		if (w < 0 || (size_t)w >= ldcap)
+			return envp;
+		if (ld_idx < 0)
+			out[k++] = ldbuf;
+		else
+			out[ld_idx] = ldbuf;
+	}
+	for (size_t off = 0; off < ip_g.env_keep_len; off += strlen(ip_g.env_keep + off) + 1) {
+		char *kv = ip_g.env_keep + off;
+		size_t klen = (size_t)(strchr(kv, '=') - kv) + 1;
+		size_t i;
+		for (i = 0; i < n && strncmp(envp[i], kv, klen) != 0; i++)
+			;
+		if (i == n)
+			out[k++] = kv;
+	}
+	out[k] = NULL;
+	return out;
+}

@@ -1,0 +1,223 @@
+/*
+ * tierckpt.c - the `tierckpt` command: run a program under the shim, list steps in the tier.
+ *
+ *   tierckpt run [--] CMD [ARG...]   check the settings, then exec CMD with LD_PRELOAD set
+ *   tierckpt ls                      steps in the memory tier: path, state, files, bytes
+ *
+ * `run` applies exactly the rules the shim applies (same config module), so a setting the shim
+ * would refuse stops the job here, before it starts, with exit status 2.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/cfg.h"
+#include "interpose/ip_path.h"
+#include "tiering/tier_step.h"
+
+#define EXIT_USAGE 2
+
+static const char *const usage_main =
+	"Usage: tierckpt COMMAND [ARGS]\n"
+	"\n"
+	"Memory-speed checkpoints for unmodified training jobs.  Files the job writes under\n"
+	"TIERCKPT_PREFIX (e.g. /checkpoints) go to a shared-memory tier on this node instead, as if\n"
+	"a tmpfs were mounted there.\n"
+	"\n"
+	"Commands:\n"
+	"  run [--] CMD [ARG...]   run CMD (and its children) with the tier in place\n"
+	"  ls                      list the step directories held in memory on this node\n"
+	"  help [COMMAND]          show help for a command\n"
+	"\n"
+	"Main settings (environment; see README.md for all):\n"
+	"  TIERCKPT_PREFIX         absolute path(s) to redirect, ':'-separated (required)\n"
+	"  TIERCKPT_NAMESPACE      name of this job's tier (default: default)\n"
+	"  TIERCKPT_SHM_DIR        where the tier lives (default: /dev/shm)\n"
+	"  TIERCKPT_COMMIT_MARKER  file that commits a step (default: .metadata, as PyTorch DCP)\n"
+	"  TIERCKPT_LOG_LEVEL      error, warn, info or debug (default: warn)\n"
+	"\n"
+	"Example:\n"
+	"  TIERCKPT_PREFIX=/checkpoints tierckpt run -- torchrun --nproc-per-node 8 train.py\n";
+
+static const char *const usage_run =
+	"Usage: tierckpt run [--] CMD [ARG...]\n"
+	"\n"
+	"Checks the TIERCKPT_* settings, then runs CMD with the tierckpt library preloaded\n"
+	"(LD_PRELOAD), so that CMD and every process it starts see TIERCKPT_PREFIX backed by the\n"
+	"node's memory tier.  Nothing in CMD needs to change.\n"
+	"\n"
+	"Exit status: CMD's own; 2 when a setting is invalid (one line on stderr names it and\n"
+	"CMD is not started) or CMD cannot be run.\n"
+	"\n"
+	"Not intercepted: statically linked programs, raw system calls and io_uring.  Check a\n"
+	"program with `ldd PROGRAM` (it must use libc.so.6 dynamically).\n";
+
+static const char *const usage_ls =
+	"Usage: tierckpt ls\n"
+	"\n"
+	"Lists the step directories (step_<N>, checkpoint-<N>, global_step<N>, iter_<N>) in this\n"
+	"node's memory tier for the current TIERCKPT_PREFIX and TIERCKPT_NAMESPACE, one per line:\n"
+	"  PATH       the step as the job sees it\n"
+	"  STATE      WRITING (being saved) or COMMITTED (its commit marker appeared, or no file of\n"
+	"             it was open for writing for TIERCKPT_COMMIT_IDLE_MS)\n"
+	"  FILES      regular files in the step\n"
+	"  BYTES      their total size\n";
+
+/* Loads and checks the settings as the shim will; prints the one line and returns 2 on error. */
+static int load_settings(struct cfg *c, int need_prefix, int prepare)
+{
+	int rc = cfg_load(c);
+
+	if (rc) {
+		fprintf(stderr, "tierckpt: %s\n", c->err);
+		return EXIT_USAGE;
+	}
+	if (!c->active && need_prefix) {
+		fprintf(stderr, "tierckpt: TIERCKPT_PREFIX is not set: set it to the absolute path "
+				"your job writes checkpoints to, e.g. TIERCKPT_PREFIX=/checkpoints\n");
+		return EXIT_USAGE;
+	}
+	if (c->active && prepare && cfg_tier_prepare(c)) {
+		fprintf(stderr, "tierckpt: %s\n", c->err);
+		return EXIT_USAGE;
+	}
+	return 0;
+}
+
+/* Finds libtierckpt.so next to this executable (build tree) or in ../lib/tierckpt (installed).
+ * Returns 0 and the absolute path in out, or -1. */
+static int find_library(char *out, size_t outsz)
+{
+	char exe[PATH_MAX];
+	static const char *const rel[] = {"libtierckpt.so", "../lib/tierckpt/libtierckpt.so"};
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	if (n <= 0)
+		return -1;
+	exe[n] = '\0';
+	char *slash = strrchr(exe, '/');
+	if (!slash)
+		return -1;
+	slash[1] = '\0';
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		char cand[PATH_MAX + 64], norm[PATH_MAX];
+		snprintf(cand, sizeof(cand), "%s%s", exe, rel[i]);
+		if (ip_path_normalize(cand, norm, sizeof(norm)) < 0 || access(norm, R_OK))
+			continue;
+		snprintf(out, outsz, "%s", norm);
+		return 0;
+	}
+	return -1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct cfg c;
+	char lib[PATH_MAX];
+	int i = 0;
+
+	if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+		fputs(usage_run, stdout);
+		return 0;
+	}
+	if (argc > 0 && !strcmp(argv[0], "--"))
+		i = 1;
+	if (i >= argc) {
+		fputs(usage_run, stderr);
+		return EXIT_USAGE;
+	}
+	int rc = load_settings(&c, 1, 1);
+	if (rc)
+		return rc;
+	if (find_library(lib, sizeof(lib))) {
+		fprintf(stderr, "tierckpt: cannot find libtierckpt.so next to this program or in "
+				"../lib/tierckpt/; reinstall with `make install`\n");
+		return EXIT_USAGE;
+	}
+	const char *old = getenv("LD_PRELOAD");
+	char *pre;
+	if (old && *old) {
+		size_t n = strlen(lib) + strlen(old) + 2;
+		pre = malloc(n);
+		if (!pre)
+			return EXIT_USAGE;
+		snprintf(pre, n, "%s:%s", old, lib); /* earlier preloads (sanitizers) stay first */
+	} else {
+		pre = lib;
+	}
+	if (setenv("LD_PRELOAD", pre, 1)) {
+		perror("tierckpt: setenv");
+		return EXIT_USAGE;
+	}
+	execvp(argv[i], argv + i);
+	fprintf(stderr, "tierckpt: cannot run %s: %s\n", argv[i], strerror(errno));
+	return errno == ENOENT ? 127 : 126;
+}
+
+/* Lists the step dirs of one prefix. */
+static void ls_prefix(const struct cfg *c, const char *prefix)
+{
+	char dir[PATH_MAX + 8];
+	struct dirent **names;
+	long long num;
+
+	snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, prefix);
+	int n = scandir(dir, &names, NULL, alphasort);
+	if (n < 0)
+		return;
+	for (int i = 0; i < n; i++) {
+		struct tier_step_info info;
+		char vstep[PATH_MAX];
+		if (ip_path_step_number(names[i]->d_name, &num) &&
+		    snprintf(vstep, sizeof(vstep), "%s/%s", prefix, names[i]->d_name) <
+			    (int)sizeof(vstep) &&
+		    tier_step_eval(c, vstep, &info) == TIER_OK)
+			printf("%-40s %-10s %7lld %14lld\n", vstep, tier_state_name(info.state),
+			       info.files, info.bytes);
+		free(names[i]);
+	}
+	free(names);
+}
+
+static int cmd_ls(int argc, char **argv)
+{
+	struct cfg c;
+
+	if (argc > 0 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+		fputs(usage_ls, stdout);
+		return 0;
+	}
+	int rc = load_settings(&c, 1, 0);
+	if (rc)
+		return rc;
+	printf("%-40s %-10s %7s %14s\n", "PATH", "STATE", "FILES", "BYTES");
+	for (int i = 0; i < c.n_prefixes; i++)
+		ls_prefix(&c, c.prefixes[i]);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage_main, argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : 0;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "ls"))
+		return cmd_ls(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "help")) {
+		const char *u = argc > 2 && !strcmp(argv[2], "run") ? usage_run
+				: argc > 2 && !strcmp(argv[2], "ls") ? usage_ls
+								     : usage_main;
+		fputs(u, stdout);
+		return 0;
+	}
+	fprintf(stderr, "tierckpt: unknown command '%s' (try tierckpt --help)\n", argv[1]);
+	return EXIT_USAGE;
+}
