@@ -24,8 +24,8 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 SAN_FLAGS ?=
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -U_FORTIFY_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
+OPTFLAGS ?= -O2 -g
+CFLAGS  += $(OPTFLAGS) -std=gnu11 -D_GNU_SOURCE -U_FORTIFY_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden \
            -fno-strict-aliasing -I. $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP
 LDFLAGS += $(SAN_FLAGS)
 
@@ -102,9 +102,9 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory test-integration
 
 test-asan: deps
-	$(Q)$(MAKE) --no-print-directory BUILD=build/asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan OPTFLAGS='-O1 -g -fno-omit-frame-pointer' \
 	    SAN_FLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined' test-unit
-	$(Q)$(MAKE) --no-print-directory BUILD=build/asan CFLAGS='-O1 -g -fno-omit-frame-pointer' \
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan OPTFLAGS='-O1 -g -fno-omit-frame-pointer' \
 	    SAN_FLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined' all
 	$(Q)cd tests/integration && TIERCKPT_BUILD=$(abspath build/asan) TIERCKPT_TEST_ASAN=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider .

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -206,7 +207,8 @@ static int copy_str(char *out, size_t outsz, const char *s)
 	return 0;
 }
 
-/* out = a + "/" + b without doubling the '/' when a is "/".  Returns 0 or -1 (too long). */
+/* out = a + "/" + b without doubling the '/' when a is "/".  Returns 0 or -1 (too long).
+ * Any thread. */
 static int join2(char *out, size_t outsz, const char *a, const char *b)
 {
 	int n = snprintf(out, outsz, "%s/%s", strcmp(a, "/") == 0 ? "" : a, b);
@@ -243,7 +245,8 @@ static int tier_root_path(const char *shm_dir, char *out, size_t outsz)
 /*
  * load_file - reads the file named by TIERCKPT_CONFIG (already in c->config_file) into s.
  * Returns CFG_OK, CFG_EIO (missing/unparsable file) or CFG_EINVAL (no [tierckpt] group, an
- * unknown key, a value GKeyFile cannot decode).  Frees its GKeyFile before returning.
+ * unknown key, a value GKeyFile cannot decode).  Frees its GKeyFile before returning; the caller
+ * frees s's strings.  Any thread.
  */
 static int load_file(struct cfg *c, struct cfg_src *s)
 {
@@ -304,7 +307,8 @@ out:
 }
 
 /* ---------------------------------------------------------------------------------------------
- * One step per setting.  Each returns CFG_OK or fails through cfg_fail().
+ * One step per setting.  Each returns CFG_OK or fails through cfg_fail(); each touches only *c
+ * and the read-only sources, so any thread may run them (through cfg_load).
  */
 
 /* TIERCKPT_NAMESPACE: [A-Za-z0-9._-]{1,64}, not "." or "..". */
@@ -416,15 +420,20 @@ static int load_one_prefix(struct cfg *c, const char *v, int ff, const char *p, 
 	return CFG_OK;
 }
 
-/* TIERCKPT_PREFIX: sets c->active; an absent or empty value means pass-through. */
+/* TIERCKPT_PREFIX: sets c->active; called only when the value is set (an empty one is refused:
+ * it names no path, and a job that meant to redirect must not write to the real one). */
 static int load_prefixes(struct cfg *c, const struct cfg_src *s)
 {
 	int ff, rc;
 	const char *v = src_get(s, K_PREFIX, &ff);
 	const char *p;
 
-	if (!v || !*v)
+	if (!v)
 		return CFG_OK; /* inactive */
+	if (!*v)
+		return cfg_fail(c, CFG_EINVAL, cfg_keys[K_PREFIX].var, v, ff,
+				"is empty; must be an absolute path (or ':'-separated list), or "
+				"unset to turn tierckpt off");
 	p = v;
 	for (int i = 0;; i++) {
 		const char *e = strchr(p, ':');
@@ -597,7 +606,8 @@ static int load_ranks(struct cfg *c)
 	return CFG_OK;
 }
 
-/* Fills the defaults, so that even an inactive or failed config is a sane struct. */
+/* Fills the defaults, so that even an inactive or failed config is a sane struct.  Returns
+ * nothing.  Any thread. */
 static void cfg_defaults(struct cfg *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -612,6 +622,7 @@ static void cfg_defaults(struct cfg *c)
 	c->world_size = c->rank = c->local_rank = c->local_world_size = -1;
 }
 
+/* cfg_load - see cfg.h: CFG_OK / CFG_EINVAL / CFG_EIO, any thread. */
 int cfg_load(struct cfg *c)
 {
 	struct cfg_src s;
@@ -635,13 +646,9 @@ int cfg_load(struct cfg *c)
 	}
 
 	/* Inactive: pass-through, nothing else is looked at (DESIGN.md §3: unset = pure
-	 * pass-through).  An explicitly empty TIERCKPT_PREFIX counts as unset, and as the
-	 * environment wins it also switches off a prefix given in the file. */
-	{
-		const char *p = src_get(&s, K_PREFIX, &ff);
-		if (!p || !*p)
-			goto out;
-	}
+	 * pass-through).  An empty TIERCKPT_PREFIX is set, and refused by load_prefixes. */
+	if (!src_get(&s, K_PREFIX, &ff))
+		goto out;
 
 	if ((rc = load_namespace(c, &s)) || (rc = load_shm_dir(c, &s)) ||
 	    (rc = load_prefixes(c, &s)) || (rc = load_s3(c, &s)))
@@ -672,7 +679,8 @@ out:
  * cfg_tier_prepare
  */
 
-/* Fails tier preparation: TIERCKPT_SHM_DIR="<shm_dir>": <rule>.  Returns rc. */
+/* Fails tier preparation: TIERCKPT_SHM_DIR="<shm_dir>": <rule>.  Returns rc.  The helpers below
+ * work only on their arguments and descriptors: any thread (through cfg_tier_prepare). */
 #define tier_fail(c, rc, ...) cfg_fail((c), (rc), "TIERCKPT_SHM_DIR", (c)->shm_dir, 0, __VA_ARGS__)
 
 /* Errors of mkdir/open that come from the setup (CFG_EINVAL) rather than the system (CFG_EIO). */
@@ -682,6 +690,7 @@ static int setup_errno(int e)
 	       e == ELOOP || e == EEXIST;
 }
 
+/* The text of errno e, without strerror's locale machinery or allocation. */
 static const char *errstr(int e)
 {
 	const char *s = strerrordesc_np(e);
@@ -770,6 +779,8 @@ static int make_level(struct cfg *c, int pfd, const char *name, const char *path
 	return rc;
 }
 
+/* cfg_tier_prepare - see cfg.h: CFG_OK, or CFG_EINVAL (refused setup) / CFG_EIO (system
+ * error) with c->err; a no-op returning CFG_OK when c is inactive.  Any thread or process. */
 int cfg_tier_prepare(struct cfg *c)
 {
 	uid_t uid = getuid();
@@ -802,7 +813,9 @@ int cfg_tier_prepare(struct cfg *c)
 			       (unsigned)st.st_uid, (unsigned)uid);
 		goto out;
 	}
-	if (faccessat(sfd, ".", W_OK | X_OK, AT_EACCESS)) {
+	/* The faccessat syscall itself, not glibc's faccessat(), which tries faccessat2 first:
+	 * container seccomp profiles that predate faccessat2 answer it with EPERM. */
+	if (syscall(SYS_faccessat, sfd, ".", W_OK | X_OK)) {
 		int e = errno;
 		if (e == EACCES || e == EPERM || e == EROFS)
 			rc = tier_fail(c, CFG_EINVAL, "%s is not writable by uid %u: %s", q,

@@ -49,6 +49,7 @@ static int ascii_ieq(const char *a, const char *b)
 	return *a == *b;
 }
 
+/* log_level_parse - see log.h: the enum log_level, or -1.  Any thread. */
 int log_level_parse(const char *s)
 {
 	static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -61,7 +62,8 @@ int log_level_parse(const char *s)
 	return -1;
 }
 
-/* Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days). */
+/* Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days).  Pure:
+ * any thread. */
 static void civil_from_days(long long z, long long *y, unsigned *m, unsigned *d)
 {
 	z += 719468;
@@ -135,6 +137,7 @@ static void log_emit_f(int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* log_msg - see log.h.  Returns nothing and leaves errno as it found it.  Any thread. */
 void log_msg(int level, const char *fmt, ...)
 {
 	int saved = errno;
@@ -151,6 +154,7 @@ void log_msg(int level, const char *fmt, ...)
 
 /*
  * Opens the log file, moved to a descriptor >= 3.  Returns the fd, or -1 with errno set.
+ * Called by log_init only.
  */
 static int log_open(const char *path)
 {
@@ -166,6 +170,8 @@ static int log_open(const char *path)
 	return fd;
 }
 
+/* log_init - see log.h.  Returns nothing; errno is preserved.  Start-up or a fresh fork child
+ * (effectively single-threaded), with the shim's re-entry guard held.  c may be NULL: defaults. */
 void log_init(const struct cfg *c)
 {
 	int saved = errno;

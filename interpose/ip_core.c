@@ -253,9 +253,11 @@ static void rpath_set_mapped(struct ip_rpath *r, int p)
 
 int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
 {
+	const struct cfg *c = &ip_g.cfg;
 	char *v = r->buf + ip_g.rootlen;
 	size_t vcap = sizeof(r->buf) - ip_g.rootlen;
-	int cls, p;
+	char base[PATH_MAX];
+	int cls, p, entered = 0;
 
 	r->path = r->orig = path;
 	r->dirfd = r->orig_dirfd = dirfd;
@@ -263,35 +265,27 @@ int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
 	r->mapped = r->tier_rel = r->vknown = 0;
 	if (!path || !path[0])
 		return 0;
-	if (path[0] == '/') {
-		if (ip_path_normalize(path, v, vcap) < 0) {
-			if (ip_prefix_of(path) < 0)
-				return 0;
-			errno = ENAMETOOLONG;
-			return -1;
+	if (path[0] != '/') {
+		if (dirfd == AT_FDCWD)
+			cls = __atomic_load_n(&ip_g.cwd_class, __ATOMIC_RELAXED);
+		else
+			cls = dirfd >= 0 && dirfd < IP_FD_MAX
+				      ? __atomic_load_n(&ip_fdclass[dirfd], __ATOMIC_RELAXED) &
+						IP_FD_CLASS_MASK
+				      : IP_FD_OTHER;
+		if (cls != IP_FD_ANCESTOR && !ip_path_has_dotdot(path)) {
+			r->tier_rel = cls == IP_FD_TIER;
+			return 0;
 		}
-		r->vknown = 1;
-		p = ip_prefix_of(v);
-		if (p >= 0)
-			rpath_set_mapped(r, p);
-		return 0;
+		/* slow path: ".." or a directory above a prefix: resolve against its virtual path */
+		if (dir_vpath(dirfd, base))
+			return 0;
+	} else {
+		cls = IP_FD_OTHER;
 	}
-	if (dirfd == AT_FDCWD)
-		cls = __atomic_load_n(&ip_g.cwd_class, __ATOMIC_RELAXED);
-	else
-		cls = dirfd >= 0 && dirfd < IP_FD_MAX
-			      ? __atomic_load_n(&ip_fdclass[dirfd], __ATOMIC_RELAXED) & IP_FD_CLASS_MASK
-			      : IP_FD_OTHER;
-	if (cls != IP_FD_ANCESTOR && !ip_path_has_dotdot(path)) {
-		r->tier_rel = cls == IP_FD_TIER;
-		return 0;
-	}
-	/* slow path: ".." or a directory above a prefix: resolve against its virtual path */
-	char base[PATH_MAX];
-	if (dir_vpath(dirfd, base))
-		return 0;
-	if (ip_path_join(base, path, v, vcap) < 0) {
-		if (cls != IP_FD_TIER)
+	if (ip_path_join_watch(path[0] == '/' ? NULL : base, path, v, vcap, c->prefixes,
+			       c->prefix_len, c->n_prefixes, &entered) < 0) {
+		if (cls != IP_FD_TIER && !(path[0] == '/' && ip_prefix_of(path) >= 0))
 			return 0;
 		errno = ENAMETOOLONG;
 		return -1;
@@ -300,8 +294,9 @@ int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
 	p = ip_prefix_of(v);
 	if (p >= 0) {
 		rpath_set_mapped(r, p);
-	} else if (cls == IP_FD_TIER) {
-		/* climbed out of the prefix from inside the tier: name the target absolutely */
+	} else if (entered || cls == IP_FD_TIER) {
+		/* the walk passes through a prefix (or starts in the tier) and ends outside: name the
+		 * target by its normal form, as the lexical rule says */
 		r->path = v;
 		r->dirfd = AT_FDCWD;
 	}

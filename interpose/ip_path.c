@@ -36,9 +36,26 @@ static void path_pop(char *out, size_t *len)
 	out[*len] = '\0';
 }
 
+/* What a walk watches for: does any intermediate path lie under one of these prefixes? */
+struct path_watch {
+	const char (*prefixes)[4096];
+	const size_t *plens;
+	int n;
+	int entered;
+};
+
+static void watch_check(struct path_watch *w, const char *out)
+{
+	for (int i = 0; w && !w->entered && i < w->n; i++)
+		if (ip_path_under(out, w->prefixes[i], w->plens[i]))
+			w->entered = 1;
+}
+
 /* Normalises the components of `in` onto out (which holds an absolute prefix of length *len,
- * "" meaning "/").  Sets *trail when the text ends in '/', "." or "..".  Returns 0 or -1. */
-static int path_feed(const char *in, char *out, size_t outsz, size_t *len, int *trail)
+ * "" meaning "/").  Sets *trail when the text ends in '/', "." or "..".  With a watch, notes
+ * whether the walk passes through a prefix.  Returns 0 or -1. */
+static int path_feed(const char *in, char *out, size_t outsz, size_t *len, int *trail,
+		     struct path_watch *w)
 {
 	const char *p = in;
 
@@ -67,6 +84,7 @@ static int path_feed(const char *in, char *out, size_t outsz, size_t *len, int *
 		}
 		if (path_push(out, outsz, len, c, n))
 			return -1;
+		watch_check(w, out);
 		*trail = 0;
 	}
 	return 0;
@@ -93,32 +111,50 @@ static int path_finish(char *out, size_t outsz, size_t len, int trail)
 
 int ip_path_normalize(const char *in, char *out, size_t outsz)
 {
-	size_t len = 0;
-	int trail;
-
-	if (!in || in[0] != '/' || outsz < 2)
-		return -1;
-	out[0] = '\0';
-	if (path_feed(in, out, outsz, &len, &trail))
-		return -1;
-	return path_finish(out, outsz, len, trail);
+	return ip_path_join_watch(NULL, in, out, outsz, NULL, NULL, 0, NULL);
 }
 
 int ip_path_join(const char *base, const char *rel, char *out, size_t outsz)
 {
+	return ip_path_join_watch(base, rel, out, outsz, NULL, NULL, 0, NULL);
+}
+
+int ip_path_join_watch(const char *base, const char *rel, char *out, size_t outsz,
+		       const char (*prefixes)[4096], const size_t *plens, int n, int *entered)
+{
+	struct path_watch w = {prefixes, plens, n, 0};
+	struct path_watch *wp = n > 0 ? &w : NULL;
 	size_t len = 0;
 	int trail;
 
-	if (rel[0] == '/')
-		return ip_path_normalize(rel, out, outsz);
-	if (!base || base[0] != '/' || outsz < 2)
+	if (!rel || outsz < 2)
+		return -1;
+	if (rel[0] != '/' && (!base || base[0] != '/'))
 		return -1;
 	out[0] = '\0';
-	if (path_feed(base, out, outsz, &len, &trail))
+	if (rel[0] != '/') {
+		if (path_feed(base, out, outsz, &len, &trail, NULL))
+			return -1;
+		watch_check(wp, len ? out : "/");
+	}
+	if (path_feed(rel, out, outsz, &len, &trail, wp))
 		return -1;
-	if (path_feed(rel, out, outsz, &len, &trail))
-		return -1;
+	if (entered)
+		*entered = w.entered;
 	return path_finish(out, outsz, len, trail);
+}
+
+int ip_path_last_dot(const char *path)
+{
+	size_t n = strlen(path);
+
+	while (n > 1 && path[n - 1] == '/')
+		n--;
+	if (n >= 1 && path[n - 1] == '.' && (n == 1 || path[n - 2] == '/'))
+		return 1;
+	if (n >= 2 && path[n - 1] == '.' && path[n - 2] == '.' && (n == 2 || path[n - 3] == '/'))
+		return 2;
+	return 0;
 }
 
 int ip_path_under(const char *path, const char *prefix, size_t plen)

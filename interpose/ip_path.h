@@ -27,6 +27,17 @@ int ip_path_normalize(const char *in, char *out, size_t outsz);
  */
 int ip_path_join(const char *base, const char *rel, char *out, size_t outsz);
 
+/* ip_path_join_watch - ip_path_join that also reports in *entered whether the walk through
+ * `rel`'s components passed through one of the n prefixes on the way (base itself counts):
+ * "/ckpt/a/../../x" normalises to "/x" but must still be resolved lexically, since the kernel
+ * would look it up through the prefix.  base may be NULL for an absolute rel. */
+int ip_path_join_watch(const char *base, const char *rel, char *out, size_t outsz,
+		       const char (*prefixes)[4096], const size_t *plens, int n, int *entered);
+
+/* ip_path_last_dot - 1 when the last component of `path` (trailing '/' ignored) is ".", 2 when
+ * it is "..", else 0: the kernel refuses rmdir, unlink and rename of such names. */
+int ip_path_last_dot(const char *path);
+
 /* ip_path_under - 1 when normalised `path` equals `prefix` (length plen, no trailing '/') or lies
  * below it ("/ckpt/x" is under "/ckpt", "/ckpt2" is not); else 0. */
 int ip_path_under(const char *path, const char *prefix, size_t plen);

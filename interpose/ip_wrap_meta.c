@@ -47,23 +47,79 @@
 	}
 
 /* --- stat and access -------------------------------------------------------------------------- */
+
+/* A symlink we stored with a tier target reports the length of its virtual target, as the
+ * program's own link would on a tmpfs (tools size readlink buffers by it). */
+static void link_size_fix(int dirfd, const char *path, int rc, mode_t mode, void *size, int is32)
+{
+	char tmp[PATH_MAX];
+
+	if (rc || !S_ISLNK(mode))
+		return;
+	int saved = errno;
+	ssize_t n = REAL(readlinkat)(dirfd, path, tmp, sizeof(tmp) - 1);
+	if (n > 0) {
+		tmp[n] = '\0';
+		if (ip_unmap_inplace(tmp)) {
+			if (is32)
+				*(uint64_t *)size = strlen(tmp);
+			else
+				*(off_t *)size = (off_t)strlen(tmp);
+		}
+	}
+	errno = saved;
+}
+
+/* WLST: a stat-like call that may describe a symlink itself (nofollow is its condition). */
+#define WLST(name, params, at, args, nofollow, st)                                            \
+	IP_EXPORT int name params                                                            \
+	{                                                                                    \
+		struct ip_rpath r;                                                           \
+		if (!ip_on())                                                                \
+			return REAL(name) args;                                              \
+		if (ip_resolve(at, path, &r))                                                \
+			return -1;                                                           \
+		path = r.path;                                                               \
+		WLST_REBIND_##at;                                                            \
+		int rc = REAL(name) args;                                                    \
+		if ((r.mapped || r.tier_rel) && (nofollow))                                  \
+			link_size_fix(r.dirfd, r.path, rc, (st)->st_mode, &(st)->st_size, 0); \
+		return rc;                                                                   \
+	}
+#define WLST_REBIND_AT_FDCWD
+#define WLST_REBIND_dirfd dirfd = r.dirfd
+
 W1(int, stat, -1, (const char *path, struct stat *st), (path, st))
 W1(int, stat64, -1, (const char *path, struct stat64 *st), (path, st))
-W1(int, lstat, -1, (const char *path, struct stat *st), (path, st))
-W1(int, lstat64, -1, (const char *path, struct stat64 *st), (path, st))
-WAT(int, fstatat, -1, (int dirfd, const char *path, struct stat *st, int fl), (dirfd, path, st, fl))
-WAT(int, fstatat64, -1, (int dirfd, const char *path, struct stat64 *st, int fl),
-    (dirfd, path, st, fl))
-WAT(int, statx, -1, (int dirfd, const char *path, int fl, unsigned int mask, struct statx *st),
-    (dirfd, path, fl, mask, st))
+WLST(lstat, (const char *path, struct stat *st), AT_FDCWD, (path, st), 1, st)
+WLST(lstat64, (const char *path, struct stat64 *st), AT_FDCWD, (path, st), 1, st)
+WLST(fstatat, (int dirfd, const char *path, struct stat *st, int fl), dirfd, (dirfd, path, st, fl),
+     fl & AT_SYMLINK_NOFOLLOW, st)
+WLST(fstatat64, (int dirfd, const char *path, struct stat64 *st, int fl), dirfd,
+     (dirfd, path, st, fl), fl & AT_SYMLINK_NOFOLLOW, st)
 W1(int, __xstat, -1, (int ver, const char *path, struct stat *st), (ver, path, st))
 W1(int, __xstat64, -1, (int ver, const char *path, struct stat64 *st), (ver, path, st))
-W1(int, __lxstat, -1, (int ver, const char *path, struct stat *st), (ver, path, st))
-W1(int, __lxstat64, -1, (int ver, const char *path, struct stat64 *st), (ver, path, st))
-WAT(int, __fxstatat, -1, (int ver, int dirfd, const char *path, struct stat *st, int fl),
-    (ver, dirfd, path, st, fl))
-WAT(int, __fxstatat64, -1, (int ver, int dirfd, const char *path, struct stat64 *st, int fl),
-    (ver, dirfd, path, st, fl))
+WLST(__lxstat, (int ver, const char *path, struct stat *st), AT_FDCWD, (ver, path, st), 1, st)
+WLST(__lxstat64, (int ver, const char *path, struct stat64 *st), AT_FDCWD, (ver, path, st), 1, st)
+WLST(__fxstatat, (int ver, int dirfd, const char *path, struct stat *st, int fl), dirfd,
+     (ver, dirfd, path, st, fl), fl & AT_SYMLINK_NOFOLLOW, st)
+WLST(__fxstatat64, (int ver, int dirfd, const char *path, struct stat64 *st, int fl), dirfd,
+     (ver, dirfd, path, st, fl), fl & AT_SYMLINK_NOFOLLOW, st)
+
+IP_EXPORT int statx(int dirfd, const char *path, int fl, unsigned int mask, struct statx *st)
+{
+	struct ip_rpath r;
+
+	if (!ip_on())
+		return REAL(statx)(dirfd, path, fl, mask, st);
+	if (ip_resolve(dirfd, path, &r))
+		return -1;
+	int rc = REAL(statx)(r.dirfd, r.path, fl, mask, st);
+	if ((r.mapped || r.tier_rel) && (fl & AT_SYMLINK_NOFOLLOW))
+		link_size_fix(r.dirfd, r.path, rc, st->stx_mode, &st->stx_size, 1);
+	return rc;
+}
+
 W1(int, access, -1, (const char *path, int mode), (path, mode))
 WAT(int, faccessat, -1, (int dirfd, const char *path, int mode, int fl), (dirfd, path, mode, fl))
 W1(int, euidaccess, -1, (const char *path, int mode), (path, mode))
@@ -163,6 +219,18 @@ static int remove_any(enum rm_kind k, int dirfd, const char *path, int flags)
 		goto pass;
 	}
 	const char *v = ip_vpath(&r);
+	int dot = r.mapped ? ip_path_last_dot(r.orig) : 0;
+	if (dot) {
+		/* the text the kernel would see ends in "." or "..": it refuses before anything */
+		struct stat st;
+		if (REAL(stat)(r.path, &st))
+			return -1;
+		if (k == RM_UNLINK || (k == RM_UNLINKAT && !is_dir_op))
+			errno = EISDIR;
+		else
+			errno = dot == 1 ? EINVAL : ENOTEMPTY;
+		return -1;
+	}
 	if (v && ip_is_prefix_root(v)) {
 		struct stat st;
 		if (k == RM_REMOVE && REAL(lstat)(r.path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -235,7 +303,8 @@ static int side_of(struct ip_rpath *r, int by_parent)
 
 	if (!v)
 		return 0;
-	if (by_parent && ip_is_prefix_root(v))
+	/* "x/." and "x/.." have x, not their normal form's parent, as parent */
+	if (by_parent && ip_is_prefix_root(v) && !(r->mapped && ip_path_last_dot(r->orig)))
 		return 0;
 	return r->prefix + 1;
 }
@@ -299,6 +368,10 @@ static int rename_any(enum mv_kind k, int ofd, const char *o, int nfd, const cha
 		return -1;
 	}
 	const char *vo = ip_vpath(&ro), *vn = ip_vpath(&rn);
+	if ((ro.mapped && ip_path_last_dot(ro.orig)) || (rn.mapped && ip_path_last_dot(rn.orig))) {
+		errno = EBUSY; /* rename of "." or ".." */
+		return -1;
+	}
 	if ((vo && ip_is_prefix_root(vo)) || (vn && ip_is_prefix_root(vn))) {
 		struct stat st;
 		if (REAL(fstatat)(ro.dirfd, ro.path, &st, AT_SYMLINK_NOFOLLOW))
@@ -364,10 +437,13 @@ IP_EXPORT int linkat(int ofd, const char *o, int nfd, const char *n, int fl)
 }
 
 /* symlink/symlinkat: an absolute target under a prefix is stored as its tier path, so the
- * kernel follows it inside the tier; readlink turns it back. */
+ * kernel follows it inside the tier; readlink turns it back.  A relative target that climbs out
+ * of the link's prefix would, from inside the tier, land in the tier's own parents: it is stored
+ * as the absolute path it means (readlink then shows that absolute form). */
 static int symlink_any(int at, const char *target, int dirfd, const char *path)
 {
 	struct ip_rpath rl, rt;
+	char dir[PATH_MAX];
 
 	if (!ip_on())
 		return at ? REAL(symlinkat)(target, dirfd, path) : REAL(symlink)(target, path);
@@ -378,6 +454,26 @@ static int symlink_any(int at, const char *target, int dirfd, const char *path)
 			return -1;
 		if (rt.mapped)
 			target = rt.path;
+	} else if (target && ip_path_has_dotdot(target) && ip_vpath(&rl)) {
+		const char *v = rl.buf + ip_g.rootlen;
+		size_t n = strlen(v);
+		while (n > 1 && v[n - 1] == '/')
+			n--;
+		while (n > 1 && v[n - 1] != '/')
+			n--;
+		memcpy(dir, v, n);
+		dir[n] = '\0';
+		char *tv = rt.buf + ip_g.rootlen;
+		if (ip_path_join(dir, target, tv, sizeof(rt.buf) - ip_g.rootlen) < 0) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		int p = ip_prefix_of(tv);
+		if (p != rl.prefix) {
+			if (p >= 0)
+				memcpy(rt.buf, ip_g.root, ip_g.rootlen);
+			target = p >= 0 ? rt.buf : tv;
+		}
 	}
 	return at ? REAL(symlinkat)(target, rl.dirfd, rl.path) : REAL(symlink)(target, rl.path);
 }

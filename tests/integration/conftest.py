@@ -269,6 +269,22 @@ class Scratch:
         assert st.st_mode & 0o7777 == self.prefix_mode, \
             f"{what}: the real prefix dir's mode changed to {oct(st.st_mode & 0o7777)}"
 
+    def assert_tier_holds_only_the_prefix(self, what="shim run"):
+        """Below <tier>/fs there is the chain of dirs down to the prefix's mirror and nothing else:
+        a write that left the mirror (through `..` or a symlink resolved from a tier path) would
+        land beside it."""
+        fs, mirror = self.tier / "fs", self.tier_path()
+        if not fs.exists():
+            return
+        chain = [mirror] + list(mirror.parents)
+        chain = chain[:chain.index(fs) + 1]
+        stray = []
+        for d in chain[1:]:
+            for e in os.listdir(d):
+                if d / e not in chain:
+                    stray.append(str(d / e))
+        assert not stray, f"{what}: the tier holds files outside the prefix's mirror: {stray}"
+
     def compare(self, cmd, env=None, cwd=None, timeout=RUN_TIMEOUT_S, stdin=None, check_tree=True,
                 expect_rc=0):
         """Run cmd under the oracle, then (from the same fresh state) under the shim; assert equal
@@ -290,6 +306,7 @@ class Scratch:
         if SELFCHECK:
             return oracle, shim
         self.assert_real_prefix_empty()
+        self.assert_tier_holds_only_the_prefix()
         if check_tree:
             tier_tree = self.dump_tier()
             assert oracle_tree == tier_tree, (

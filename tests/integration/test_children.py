@@ -124,3 +124,44 @@ show("files per dir", sorted({len(os.listdir(f"{P}/t/w{i}")) for i in range(8)})
 show("bytes", sum(os.path.getsize(f"{P}/t/w{i}/f{j}") for i in range(8) for j in range(50)))
 show("cwd", os.getcwd())
 '''))
+
+
+def test_exec_programs_and_scripts_stored_in_prefix(sc):
+    sc.compare(sc.shell(r'''
+mkdir $P/bin
+cp /bin/echo $P/bin/myecho
+printf '#!/bin/sh\necho "script $*"; /bin/pwd\n' > $P/bin/s.sh
+printf '#!/usr/bin/python3\nimport sys; print("py script", sys.argv[1:])\n' > $P/bin/p.py
+chmod +x $P/bin/s.sh $P/bin/p.py
+$P/bin/myecho absolute
+$P/bin/s.sh absolute
+$P/bin/p.py absolute
+cd $P/bin && ./myecho relative && ./s.sh relative && cd /
+PATH=$P/bin:$PATH; export PATH
+myecho via-PATH; s.sh via-PATH; p.py via-PATH
+env myecho via-env-execvp
+$PY -c "import os, sys; os.execv(sys.argv[1], ['myecho', 'via-execv'])" $P/bin/myecho
+$PY -c "import subprocess, sys; subprocess.run([sys.argv[1], 'via-subprocess'])" $P/bin/s.sh
+$PY -c "import os, sys; os.waitpid(os.posix_spawn(sys.argv[1], ['e', 'via-posix_spawn'], os.environ), 0)" $P/bin/myecho
+$PY -c "import os; os.waitpid(os.posix_spawnp('s.sh', ['s.sh', 'via-posix_spawnp'], os.environ), 0)"
+chmod -x $P/bin/myecho; $P/bin/myecho not-executable 2>&1 | sed 's/^.*: //'
+'''))
+
+
+def test_python_imports_module_stored_in_prefix(sc):
+    sc.compare(sc.py("imports.py", r'''
+import importlib, sys
+os.makedirs(P + "/pkg")
+put(P + "/pkg/__init__.py", "VALUE = 'pkg init'\n")
+put(P + "/pkg/mod.py", "def f():\n    return __file__\n")
+put(P + "/top_mod.py", "import os\nHERE = os.path.dirname(os.path.abspath(__file__))\n")
+sys.path.insert(0, P)
+import pkg, pkg.mod, top_mod
+show("pkg", pkg.VALUE, pkg.mod.f())
+show("top_mod", top_mod.HERE)
+os.chdir(P); sys.path.insert(0, "")
+put("rel_mod.py", "X = 42\n")
+importlib.invalidate_caches()
+import rel_mod
+show("rel_mod", rel_mod.X, rel_mod.__file__)
+'''))

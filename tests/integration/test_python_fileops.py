@@ -323,6 +323,34 @@ tree(P)
 '''))
 
 
+def test_dotdot_after_a_symlink_follows_the_link_like_the_kernel(sc):
+    """The kernel resolves `link/..` physically (the parent of the link's target), not
+    lexically."""
+    sc.compare(sc.py("symlink_dotdot.py", r'''
+os.makedirs(P + "/d/e/f"); put(P + "/d/e/in_e", "e"); put(P + "/d/in_d", "d")
+os.symlink("d/e/f", P + "/deep")
+val("listdir deep/..", lambda: sorted(os.listdir(P + "/deep/..")))
+val("read deep/../in_e", get, P + "/deep/../in_e")
+val("realpath deep/..", lambda: rel(os.path.realpath(P + "/deep/..")))
+os.chdir(P + "/deep"); os.chdir("..")
+val("getcwd after chdir deep then ..", lambda: rel(os.getcwd()))
+'''))
+
+
+def test_symlink_with_dotdots_cannot_reach_tier_internals(sc):
+    """A relative link climbing one level above `/` resolves to `/` on any file system; from a
+    tier path it must not reach the tier's own dirs (its parent holds the shim's state)."""
+    depth = len(sc.P.strip("/").split("/"))
+    sc.compare(sc.py("symlink_escape.py", r'''
+depth = int(os.environ["TCT_DEPTH"])
+for name in ("meta", "fs", "default", "."):
+    target = "../" * (depth + 1) + name
+    os.symlink(target, P + "/up_" + name.strip("."))
+    val("listdir via " + name, lambda: sorted(os.listdir(P + "/up_" + name.strip(".")))[:3])
+val("realpath up_meta", os.path.realpath, P + "/up_meta")
+'''), env={"TCT_DEPTH": str(depth)})
+
+
 def test_exdev_rename_and_link_across_prefix_boundary(sc):
     sc.compare(sc.py("exdev.py", r'''
 import shutil

@@ -179,11 +179,13 @@ Test(cfg, inactive_when_prefix_unset)
 	cr_assert_str_eq(C.err, "");
 }
 
-Test(cfg, inactive_when_prefix_empty)
+Test(cfg, empty_prefix_is_refused)
 {
 	setenv("TIERCKPT_PREFIX", "", 1);
-	cr_assert_eq(cfg_load(&C), CFG_OK);
+	cr_assert_eq(cfg_load(&C), CFG_EINVAL);
 	cr_assert_eq(C.active, 0);
+	expect_err("TIERCKPT_PREFIX=\"\": is empty; must be an absolute path (or ':'-separated "
+		   "list), or unset to turn tierckpt off");
 }
 
 Test(cfg, defaults)
@@ -727,9 +729,9 @@ Test(cfg, ini_environment_wins)
 	cr_assert_eq(C.memory_percent, 30);
 	cr_assert_str_eq(C.namespace_, "filens");
 
-	/* an empty environment value wins too: TIERCKPT_PREFIX= switches the file's prefix off */
+	/* an empty environment value wins too, and is refused rather than replaced by the file's */
 	setenv("TIERCKPT_PREFIX", "", 1);
-	cr_assert_eq(cfg_load(&C), CFG_OK, "err=%s", C.err);
+	cr_assert_eq(cfg_load(&C), CFG_EINVAL);
 	cr_assert_eq(C.active, 0);
 }
 
