@@ -314,12 +314,14 @@ out:
 /* TIERCKPT_NAMESPACE: [A-Za-z0-9._-]{1,64}, not "." or "..". */
 static int load_namespace(struct cfg *c, const struct cfg_src *s)
 {
+	/* sized like the bound below, so strnlen never looks past it */
+	static const char def_ns[CFG_NAMESPACE_MAX + 1] = "default";
 	int ff;
 	const char *v = src_get(s, K_NAMESPACE, &ff);
 	size_t n;
 
 	if (!v)
-		v = "default";
+		v = def_ns;
 	n = strnlen(v, CFG_NAMESPACE_MAX + 1);
 	int ok = n >= 1 && n <= CFG_NAMESPACE_MAX && strcmp(v, ".") != 0 && strcmp(v, "..") != 0;
 	for (size_t i = 0; ok && i < n; i++) {

@@ -95,9 +95,22 @@ static void env_snapshot(void)
 	}
 }
 
+/* fork while another thread holds the writer registry: the child must not inherit a locked
+ * mutex, so fork waits for it (prepare) and both sides release it. */
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&wstep_lock);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&wstep_lock);
+}
+
 static void atfork_child(void)
 {
 	ip_g.pid = getpid();
+	pthread_mutex_unlock(&wstep_lock);
 }
 
 static void ip_init(void)
@@ -124,6 +137,10 @@ static void ip_init(void)
 			  c->err);
 		goto out;
 	}
+	/* map and unmap with the tier's physical path: a symlink above the shm dir must not make
+	 * the kernel's answers (getcwd, realpath, /proc/self/fd) differ from ours */
+	if (realpath(c->tier_dir, path) && strlen(path) < sizeof(c->tier_dir))
+		memcpy(c->tier_dir, path, strlen(path) + 1);
 	if (snprintf(ip_g.root, sizeof(ip_g.root), "%s/fs", c->tier_dir) >= (int)sizeof(ip_g.root))
 		goto toolong;
 	ip_g.rootlen = strlen(ip_g.root);
@@ -149,7 +166,7 @@ static void ip_init(void)
 		snprintf(ip_g.lib_path, sizeof(ip_g.lib_path), "%s", info.dli_fname);
 	env_snapshot();
 	ip_g.pid = getpid();
-	pthread_atfork(NULL, NULL, atfork_child);
+	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	mode = IP_MODE_ACTIVE;
 	__atomic_store_n(&ip_g.mode, mode, __ATOMIC_RELEASE);
 	ip_cwd_refresh();
@@ -181,7 +198,7 @@ __attribute__((constructor)) static void ip_ctor(void)
  * paths
  */
 
-int ip_prefix_of(const char *vpath)
+IP_VFORK_SAFE int ip_prefix_of(const char *vpath)
 {
 	const struct cfg *c = &ip_g.cfg;
 
@@ -204,7 +221,7 @@ int ip_is_prefix_root(const char *vpath)
 	return 0;
 }
 
-int ip_unmap_inplace(char *buf)
+IP_VFORK_SAFE int ip_unmap_inplace(char *buf)
 {
 	const struct cfg *c = &ip_g.cfg;
 
@@ -224,7 +241,7 @@ static int any_ancestor(const char *path)
 }
 
 /* The virtual path of directory dirfd (AT_FDCWD: the cwd) into out.  Returns 0 or -1. */
-static int dir_vpath(int dirfd, char *out)
+IP_VFORK_SAFE static int dir_vpath(int dirfd, char *out)
 {
 	if (dirfd == AT_FDCWD) {
 		if (!REAL(getcwd)(out, PATH_MAX))
@@ -242,7 +259,7 @@ static int dir_vpath(int dirfd, char *out)
 }
 
 /* Maps normalised virtual path v (already in r->buf + rootlen) under prefix p. */
-static void rpath_set_mapped(struct ip_rpath *r, int p)
+IP_VFORK_SAFE static void rpath_set_mapped(struct ip_rpath *r, int p)
 {
 	memcpy(r->buf, ip_g.root, ip_g.rootlen);
 	r->path = r->buf;
@@ -251,7 +268,7 @@ static void rpath_set_mapped(struct ip_rpath *r, int p)
 	r->prefix = p;
 }
 
-int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
+IP_VFORK_SAFE int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
 {
 	const struct cfg *c = &ip_g.cfg;
 	char *v = r->buf + ip_g.rootlen;
@@ -323,10 +340,19 @@ const char *ip_vpath(struct ip_rpath *r)
 	return v;
 }
 
+/* 1 when we are a vfork child sharing the parent's memory: leave the tables alone. */
+static int in_vfork_child(void)
+{
+	return getpid() != ip_g.pid;
+}
+
 void ip_cwd_refresh(void)
 {
 	char cwd[PATH_MAX];
 	int cls = IP_FD_OTHER;
+
+	if (in_vfork_child())
+		return; /* the parent's cwd is the parent's */
 
 	if (REAL(getcwd)(cwd, sizeof(cwd))) {
 		if (ip_unmap_inplace(cwd))
@@ -340,12 +366,6 @@ void ip_cwd_refresh(void)
 /* ----------------------------------------------------------------------------------------------
  * descriptors and step writers
  */
-
-/* 1 when we are a vfork child sharing the parent's memory: leave the tables alone. */
-static int in_vfork_child(void)
-{
-	return getpid() != ip_g.pid;
-}
 
 /* Takes a writer reference on vstep; returns the registry slot + 1, or 0. */
 static int wstep_acquire(const char *vstep, int prefix)
@@ -383,22 +403,51 @@ static int wstep_acquire(const char *vstep, int prefix)
 	return slot + 1;
 }
 
-/* Drops a writer reference; commit_marker: the descriptor was the step's marker. */
-static void wstep_release(int slot1, int commit_marker)
+/* Commits step vstep if its marker is in place and no process of the node writes it (our own
+ * lock already dropped).  A marker closed or renamed while other files of the step are still
+ * open for writing commits later, when the last of them closes (here, or by tier_step_eval). */
+static void step_commit_if_done(const char *vstep, const char *how)
+{
+	const struct cfg *c = &ip_g.cfg;
+
+	if (tier_step_marker_current(c, vstep, NULL) && tier_step_writers(c->tier_dir, vstep) == 0)
+		tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, how);
+}
+
+/* Drops a writer reference; when it was this process's last on the step, releases the lock and
+ * commits the step if its marker is there and nobody else writes (marker: this descriptor was
+ * the marker itself). */
+static void wstep_release(int slot1, int marker)
 {
 	struct ip_wstep *w = &wsteps[slot1 - 1];
+	char vstep[PATH_MAX];
+	int last = 0;
 
 	IP_GUARD_ENTER();
 	pthread_mutex_lock(&wstep_lock);
-	if (commit_marker)
-		tier_step_set(ip_g.cfg.tier_dir, w->vstep, TIER_STEP_COMMITTED, "marker");
 	if (w->refs > 0 && --w->refs == 0) {
 		futimens(w->lockfd, NULL); /* last write activity, for the idle rule */
 		close(w->lockfd);
 		w->lockfd = -1;
+		last = 1;
+		memcpy(vstep, w->vstep, sizeof(vstep));
 	}
 	pthread_mutex_unlock(&wstep_lock);
+	if (last)
+		step_commit_if_done(vstep, marker ? "marker" : "marker-last-writer");
 	IP_GUARD_LEAVE();
+}
+
+/* 1 when this process still holds write descriptors into vstep. */
+static int wstep_held(const char *vstep)
+{
+	int held = 0;
+
+	pthread_mutex_lock(&wstep_lock);
+	for (int i = 0; i < IP_WSTEP_MAX && !held; i++)
+		held = wsteps[i].refs > 0 && strcmp(wsteps[i].vstep, vstep) == 0;
+	pthread_mutex_unlock(&wstep_lock);
+	return held;
 }
 
 static void fd_hiwater_raise(int fd)
@@ -413,40 +462,40 @@ static void fd_hiwater_raise(int fd)
 
 void ip_fd_opened(int fd, struct ip_rpath *r, int flags)
 {
-	int saved = errno;
 	uint8_t cls = IP_FD_OTHER;
 	uint16_t step = 0;
 
 	if (fd < 0 || fd >= IP_FD_MAX)
 		return;
-	if (r->mapped || r->tier_rel) {
+	if (r->mapped || r->tier_rel)
 		cls = IP_FD_TIER;
-		if ((flags & O_ACCMODE) != O_RDONLY) {
-			const char *v = ip_vpath(r);
-			char vstep[PATH_MAX];
-			int itself;
-			if (v && tier_step_of(v, ip_g.cfg.prefixes[r->prefix],
-					      ip_g.cfg.prefix_len[r->prefix], vstep, sizeof(vstep),
-					      &itself) &&
-			    !itself) {
-				step = (uint16_t)wstep_acquire(vstep, r->prefix);
-				const char *base = strrchr(v, '/') + 1;
-				if (step && (size_t)(base - v) == strlen(vstep) + 1 &&
-				    strcmp(base, ip_g.cfg.commit_marker) == 0)
-					cls |= IP_FD_MARKER;
-			}
-		}
-	} else if (r->vknown ? any_ancestor(r->buf + ip_g.rootlen)
-			     : (r->path && r->path[0] == '/' && any_ancestor(r->path))) {
+	else if (r->vknown ? any_ancestor(r->buf + ip_g.rootlen)
+			   : (r->path && r->path[0] == '/' && any_ancestor(r->path)))
 		cls = IP_FD_ANCESTOR;
+	if (cls == IP_FD_OTHER && !__atomic_load_n(&ip_fdclass[fd], __ATOMIC_RELAXED) &&
+	    !__atomic_load_n(&ip_fdstep[fd], __ATOMIC_RELAXED))
+		return; /* the common case: nothing known, nothing to forget */
+	int saved = errno;
+	if (in_vfork_child())
+		goto out;
+	if (cls == IP_FD_TIER && (flags & O_ACCMODE) != O_RDONLY) {
+		const char *v = ip_vpath(r);
+		char vstep[PATH_MAX];
+		int itself;
+		if (v && tier_step_of(v, ip_g.cfg.prefixes[r->prefix], ip_g.cfg.prefix_len[r->prefix],
+				      vstep, sizeof(vstep), &itself) &&
+		    !itself) {
+			step = (uint16_t)wstep_acquire(vstep, r->prefix);
+			const char *base = strrchr(v, '/') + 1;
+			if (step && (size_t)(base - v) == strlen(vstep) + 1 &&
+			    strcmp(base, ip_g.cfg.commit_marker) == 0)
+				cls |= IP_FD_MARKER;
+		}
 	}
-	if (cls != IP_FD_OTHER || step ||
-	    __atomic_load_n(&ip_fdclass[fd], __ATOMIC_RELAXED) ||
-	    __atomic_load_n(&ip_fdstep[fd], __ATOMIC_RELAXED)) {
-		fd_hiwater_raise(fd);
-		__atomic_store_n(&ip_fdclass[fd], cls, __ATOMIC_RELAXED);
-		__atomic_store_n(&ip_fdstep[fd], step, __ATOMIC_RELAXED);
-	}
+	fd_hiwater_raise(fd);
+	__atomic_store_n(&ip_fdclass[fd], cls, __ATOMIC_RELAXED);
+	__atomic_store_n(&ip_fdstep[fd], step, __ATOMIC_RELAXED);
+out:
 	errno = saved;
 }
 
@@ -466,6 +515,14 @@ struct ip_fdtok ip_fd_take(int fd)
 	}
 	errno = saved;
 	return t;
+}
+
+void ip_fd_untake(int fd, struct ip_fdtok t)
+{
+	if (fd < 0 || fd >= IP_FD_MAX || (!t.cls && !t.step))
+		return;
+	__atomic_store_n(&ip_fdclass[fd], t.cls, __ATOMIC_RELAXED);
+	__atomic_store_n(&ip_fdstep[fd], t.step, __ATOMIC_RELAXED);
 }
 
 void ip_fd_release(struct ip_fdtok t)
@@ -563,8 +620,9 @@ void ip_step_renamed_into(const char *vpath, int prefix)
 		tier_step_eval(c, vstep, &info); /* commits it if its marker came along */
 	} else {
 		const char *base = strrchr(vpath, '/') + 1;
-		if ((size_t)(base - vpath) == strlen(vstep) + 1 && strcmp(base, c->commit_marker) == 0)
-			tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, "rename");
+		if ((size_t)(base - vpath) == strlen(vstep) + 1 &&
+		    strcmp(base, c->commit_marker) == 0 && !wstep_held(vstep))
+			step_commit_if_done(vstep, "rename");
 	}
 	IP_GUARD_LEAVE();
 out:
@@ -576,7 +634,7 @@ out:
  */
 
 /* 1 when the LD_PRELOAD entry `e` ("LD_PRELOAD=...") already names our library. */
-static int preload_has_us(const char *e)
+IP_VFORK_SAFE static int preload_has_us(const char *e)
 {
 	const char *v = e + strlen("LD_PRELOAD=");
 	size_t n = strlen(ip_g.lib_path);
@@ -588,7 +646,7 @@ static int preload_has_us(const char *e)
 	return 0;
 }
 
-char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap)
+IP_VFORK_SAFE char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap)
 {
 	size_t n = 0, k = 0;
 	int ld_idx = -1, need_ld;

@@ -41,6 +41,11 @@
 
 #define IP_EXPORT __attribute__((visibility("default")))
 
+/* Code that may run in a vfork child: the child runs on the parent's stack and execs without
+ * returning, which leaves AddressSanitizer's stack shadow stale (false reports in the parent),
+ * so such code is not instrumented by it. */
+#define IP_VFORK_SAFE __attribute__((no_sanitize_address))
+
 /* --- the real functions ----------------------------------------------------------------------- */
 #define IP_SYM(ret, name, params) typedef ret(*ip_fn_##name) params;
 #include "interpose/ip_syms.def"
@@ -126,7 +131,7 @@ struct ip_rpath {
 /* 1 when absolute `path` may name something under a prefix once normalised.  Hot path: one
  * vector scan for "//" and "/." (such paths take the full normalisation), then a plain
  * boundary-safe comparison with each prefix. */
-static inline int ip_abs_candidate(const char *path)
+static inline IP_VFORK_SAFE int ip_abs_candidate(const char *path)
 {
 	const struct cfg *c = &ip_g.cfg;
 
@@ -138,13 +143,13 @@ static inline int ip_abs_candidate(const char *path)
 	return 0;
 }
 
-int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r);
+IP_VFORK_SAFE int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r);
 
 /* ip_resolve - fill *r for the (dirfd, path) pair a program passed.  Returns 0, or -1 with
  * errno = ENAMETOOLONG when a path under a prefix has no room for its tier form.  Pure apart
  * from getcwd/readlink of /proc/self/fd on the slow paths.  The common case - an absolute path
  * far from every prefix - is decided inline. */
-static inline int ip_resolve(int dirfd, const char *path, struct ip_rpath *r)
+static inline IP_VFORK_SAFE int ip_resolve(int dirfd, const char *path, struct ip_rpath *r)
 {
 	if (__builtin_expect(path && path[0] == '/' && !ip_abs_candidate(path), 1)) {
 		r->path = path;
@@ -187,6 +192,8 @@ struct ip_fdtok {
 };
 struct ip_fdtok ip_fd_take(int fd);
 void ip_fd_release(struct ip_fdtok t);
+/* ip_fd_untake - the close did not happen after all (dup2 failed): give fd its token back. */
+void ip_fd_untake(int fd, struct ip_fdtok t);
 
 /* ip_fd_closed_range - take and release every tracked fd in [lo, hi]. */
 void ip_fd_closed_range(unsigned int lo, unsigned int hi);
@@ -208,7 +215,7 @@ void ip_cwd_refresh(void);
  * shim needs to follow the program into a child (LD_PRELOAD with our library, our TIERCKPT_
  * settings).  Returns envp itself when nothing is missing, `out` when it added, or envp when
  * out is too small.  No allocation: safe in a vfork child. */
-char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap);
+IP_VFORK_SAFE char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap);
 
 /* Guard helpers: our own work inside a wrapper must not come back into the wrappers. */
 #define IP_GUARD_ENTER() (ip_guard++)

@@ -265,8 +265,9 @@ IP_EXPORT char *getcwd(char *buf, size_t size)
 		ip_unmap_inplace(res);
 		return res;
 	}
-	if (errno != ERANGE || !buf || size == 0 || !REAL(getcwd)(tmp, sizeof(tmp)) ||
-	    !ip_unmap_inplace(tmp) || strlen(tmp) + 1 > size) {
+	if (errno != ERANGE || !buf || size == 0)
+		return NULL; /* libc's own errno (ENOENT for a removed cwd, EINVAL, ...) */
+	if (!REAL(getcwd)(tmp, sizeof(tmp)) || !ip_unmap_inplace(tmp) || strlen(tmp) + 1 > size) {
 		errno = ERANGE;
 		return NULL;
 	}

@@ -495,7 +495,7 @@ static ssize_t readlink_any(int at, int dirfd, const char *path, char *buf, size
 	struct ip_rpath r;
 	char tmp[PATH_MAX];
 
-	if (!ip_on() || size == 0)
+	if (!ip_on() || size == 0 || !buf)
 		return at ? REAL(readlinkat)(dirfd, path, buf, size) : REAL(readlink)(path, buf, size);
 	if (ip_resolve(dirfd, path, &r))
 		return -1;

@@ -150,6 +150,16 @@ IP_EXPORT int creat64(const char *path, mode_t mode)
  * stdio
  */
 
+/* fileno() without its errno: it sets EBADF for streams without a descriptor (fmemopen,
+ * open_memstream, fopencookie), which the program must not see after a successful call. */
+static int stream_fd(FILE *f)
+{
+	int saved = errno, fd = fileno(f);
+
+	errno = saved;
+	return fd;
+}
+
 /* open(2) access flags of an fopen mode string. */
 static int fmode_flags(const char *mode)
 {
@@ -171,7 +181,7 @@ static FILE *fopen_any(int is64, const char *path, const char *mode)
 		return NULL;
 	FILE *f = is64 ? REAL(fopen64)(r.path, mode) : REAL(fopen)(r.path, mode);
 	if (f)
-		ip_fd_opened(fileno(f), &r, fmode_flags(mode));
+		ip_fd_opened(stream_fd(f), &r, fmode_flags(mode));
 	return f;
 }
 
@@ -194,11 +204,11 @@ static FILE *freopen_any(int is64, const char *path, const char *mode, FILE *str
 		return is64 ? REAL(freopen64)(path, mode, stream) : REAL(freopen)(path, mode, stream);
 	if (ip_resolve(AT_FDCWD, path, &r))
 		return NULL;
-	struct ip_fdtok t = ip_fd_take(fileno(stream));
+	struct ip_fdtok t = ip_fd_take(stream_fd(stream));
 	FILE *f = is64 ? REAL(freopen64)(r.path, mode, stream) : REAL(freopen)(r.path, mode, stream);
 	ip_fd_release(t);
 	if (f)
-		ip_fd_opened(fileno(f), &r, fmode_flags(mode));
+		ip_fd_opened(stream_fd(f), &r, fmode_flags(mode));
 	return f;
 }
 
@@ -216,7 +226,7 @@ IP_EXPORT int fclose(FILE *stream)
 {
 	if (!ip_on())
 		return REAL(fclose)(stream);
-	struct ip_fdtok t = ip_fd_take(fileno(stream));
+	struct ip_fdtok t = ip_fd_take(stream_fd(stream));
 	int rc = REAL(fclose)(stream);
 	ip_fd_release(t);
 	return rc;
@@ -268,9 +278,12 @@ static int dup23(int oldfd, int newfd, int flags)
 		return flags < 0 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
 	struct ip_fdtok t = oldfd != newfd ? ip_fd_take(newfd) : (struct ip_fdtok){0, 0};
 	int rc = flags < 0 ? REAL(dup2)(oldfd, newfd) : REAL(dup3)(oldfd, newfd, flags);
+	if (rc < 0) {
+		ip_fd_untake(newfd, t); /* nothing was closed: newfd keeps its meaning */
+		return rc;
+	}
 	ip_fd_release(t);
-	if (rc >= 0)
-		ip_fd_dup(oldfd, rc);
+	ip_fd_dup(oldfd, rc);
 	return rc;
 }
 
@@ -295,23 +308,33 @@ static int fcntl_any(int is64, int fd, int cmd, void *arg)
 	return rc;
 }
 
+/* The third argument of fcntl, read only for the commands that take one (reading an absent
+ * variadic argument is undefined, and the sanitizers say so). */
+#define FCNTL_ARG(cmd, arg)                                                                   \
+	do {                                                                               \
+		arg = NULL;                                                                \
+		if (cmd != F_GETFD && cmd != F_GETFL && cmd != F_GETOWN && cmd != F_GETSIG &&  \
+		    cmd != F_GETLEASE && cmd != F_GETPIPE_SZ && cmd != F_GET_SEALS) {          \
+			va_list ap;                                                        \
+			va_start(ap, cmd);                                                 \
+			arg = va_arg(ap, void *);                                          \
+			va_end(ap);                                                        \
+		}                                                                          \
+	} while (0)
+
 IP_EXPORT int fcntl(int fd, int cmd, ...)
 {
-	va_list ap;
+	void *arg;
 
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
+	FCNTL_ARG(cmd, arg);
 	return fcntl_any(0, fd, cmd, arg);
 }
 
 IP_EXPORT int fcntl64(int fd, int cmd, ...)
 {
-	va_list ap;
+	void *arg;
 
-	va_start(ap, cmd);
-	void *arg = va_arg(ap, void *);
-	va_end(ap);
+	FCNTL_ARG(cmd, arg);
 	return fcntl_any(1, fd, cmd, arg);
 }
 

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -20,7 +21,7 @@ extern char **environ;
 #define ENV_CAP 2048
 
 /* The shared body of execve/execveat: resolves, fixes the environment, execs. */
-static int exec_any(int at, int dirfd, const char *path, char *const argv[], char *const envp[],
+IP_VFORK_SAFE static int exec_any(int at, int dirfd, const char *path, char *const argv[], char *const envp[],
 		    int flags)
 {
 	struct ip_rpath r;
@@ -36,9 +37,93 @@ static int exec_any(int at, int dirfd, const char *path, char *const argv[], cha
 	return at ? REAL(execveat)(r.dirfd, r.path, argv, e, flags) : REAL(execve)(r.path, argv, e);
 }
 
-/* The shared body of the PATH-searching execs: a name without '/' is searched by glibc (the
- * search itself is not redirected), with the fixed environment. */
-static int execp_any(const char *file, char *const argv[], char *const envp[])
+/* 1 when some entry of the PATH list names a directory under a prefix (glibc's own search
+ * would then look at the real, empty directory). */
+IP_VFORK_SAFE static int path_list_hits_prefix(const char *list)
+{
+	struct ip_rpath r;
+	char dir[PATH_MAX];
+
+	for (const char *p = list; p && *p;) {
+		const char *e = strchrnul(p, ':');
+		size_t n = (size_t)(e - p);
+		if (n > 0 && n < sizeof(dir)) {
+			memcpy(dir, p, n);
+			dir[n] = '\0';
+			if (ip_resolve(AT_FDCWD, dir, &r) == 0 && (r.mapped || r.tier_rel))
+				return 1;
+		}
+		p = *e ? e + 1 : e;
+	}
+	return 0;
+}
+
+/*
+ * Searches PATH for `file` as execvp does (empty entries mean the cwd; EACCES remembered, ENOENT
+ * and ENOTDIR skipped) with every candidate resolved through the shim.  exec_it != 0: exec the
+ * first candidate that runs (a script without "#!" goes to /bin/sh, as glibc does) and return
+ * -1 with errno when none does.  exec_it == 0: write the first executable candidate into out and
+ * return 0.  Stack only: safe in a vfork child.
+ */
+IP_VFORK_SAFE static int path_search(const char *file, const char *list, char *out, int exec_it,
+		       char *const argv[], char *const envp[])
+{
+	int eacces = 0;
+	size_t flen = strlen(file);
+
+	for (const char *p = list;;) {
+		const char *e = strchrnul(p, ':');
+		size_t n = (size_t)(e - p);
+		char cand[PATH_MAX];
+		struct ip_rpath r;
+		if (n + 1 + flen + 1 <= sizeof(cand)) {
+			memcpy(cand, p, n);
+			size_t k = n;
+			if (n == 0)
+				cand[k++] = '.';
+			cand[k++] = '/';
+			memcpy(cand + k, file, flen + 1);
+			if (ip_resolve(AT_FDCWD, cand, &r) == 0) {
+				if (!exec_it) {
+					if (REAL(access)(r.path, X_OK) == 0) {
+						snprintf(out, PATH_MAX, "%s", r.path);
+						return 0;
+					}
+				} else {
+					REAL(execve)(r.path, argv, envp);
+					if (errno == ENOEXEC) {
+						size_t argc = 0;
+						while (argv[argc])
+							argc++;
+						if (argc < 4096) {
+							char *sh[argc + 2];
+							sh[0] = (char *)"/bin/sh";
+							sh[1] = (char *)r.path;
+							for (size_t i = 1; i <= argc; i++)
+								sh[i + 1] = argv[i];
+							REAL(execve)("/bin/sh", sh, envp);
+						}
+						errno = ENOEXEC;
+					}
+				}
+				if (errno == EACCES)
+					eacces = 1;
+				else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE &&
+					 errno != ENODEV && errno != ETIMEDOUT)
+					return -1;
+			}
+		}
+		if (!*e)
+			break;
+		p = e + 1;
+	}
+	errno = eacces ? EACCES : ENOENT;
+	return -1;
+}
+
+/* The shared body of the PATH-searching execs: a name without '/' is searched by glibc, unless
+ * PATH names a directory under a prefix: then the shim searches, through the tier. */
+IP_VFORK_SAFE static int execp_any(const char *file, char *const argv[], char *const envp[])
 {
 	char *env[ENV_CAP];
 	char ld[PATH_MAX + 64];
@@ -47,36 +132,40 @@ static int execp_any(const char *file, char *const argv[], char *const envp[])
 		return REAL(execvpe)(file, argv, envp);
 	if (file && strchr(file, '/'))
 		return exec_any(0, AT_FDCWD, file, argv, envp, 0);
-	return REAL(execvpe)(file, argv, ip_env_fix(envp, env, ENV_CAP, ld, sizeof(ld)));
+	char *const *e = ip_env_fix(envp, env, ENV_CAP, ld, sizeof(ld));
+	const char *list = getenv("PATH");
+	if (file && *file && list && path_list_hits_prefix(list))
+		return path_search(file, list, NULL, 1, argv, e);
+	return REAL(execvpe)(file, argv, e);
 }
 
-IP_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+IP_EXPORT IP_VFORK_SAFE int execve(const char *path, char *const argv[], char *const envp[])
 {
 	return exec_any(0, AT_FDCWD, path, argv, envp, 0);
 }
 
-IP_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
+IP_EXPORT IP_VFORK_SAFE int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
 		       int flags)
 {
 	return exec_any(1, dirfd, path, argv, envp, flags);
 }
 
-IP_EXPORT int execv(const char *path, char *const argv[])
+IP_EXPORT IP_VFORK_SAFE int execv(const char *path, char *const argv[])
 {
 	return exec_any(0, AT_FDCWD, path, argv, environ, 0);
 }
 
-IP_EXPORT int execvp(const char *file, char *const argv[])
+IP_EXPORT IP_VFORK_SAFE int execvp(const char *file, char *const argv[])
 {
 	return execp_any(file, argv, environ);
 }
 
-IP_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+IP_EXPORT IP_VFORK_SAFE int execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	return execp_any(file, argv, envp);
 }
 
-IP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+IP_EXPORT IP_VFORK_SAFE int fexecve(int fd, char *const argv[], char *const envp[])
 {
 	char *env[ENV_CAP];
 	char ld[PATH_MAX + 64];
@@ -87,7 +176,7 @@ IP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 }
 
 /* Counts the variadic arguments of execl* up to the terminating NULL. */
-static size_t count_args(const char *arg0, va_list ap)
+IP_VFORK_SAFE static size_t count_args(const char *arg0, va_list ap)
 {
 	size_t n = 1;
 	va_list aq;
@@ -102,7 +191,7 @@ static size_t count_args(const char *arg0, va_list ap)
 }
 
 /* Fills argv (n + 1 slots) from arg0 and the va_list; leaves ap after the NULL. */
-static void fill_args(char **argv, size_t n, const char *arg0, va_list *ap)
+IP_VFORK_SAFE static void fill_args(char **argv, size_t n, const char *arg0, va_list *ap)
 {
 	if (n) {
 		argv[0] = (char *)arg0;
@@ -115,7 +204,7 @@ static void fill_args(char **argv, size_t n, const char *arg0, va_list *ap)
 
 #define ARGS_MAX 65536
 
-IP_EXPORT int execl(const char *path, const char *arg0, ...)
+IP_EXPORT IP_VFORK_SAFE int execl(const char *path, const char *arg0, ...)
 {
 	va_list ap;
 
@@ -132,7 +221,7 @@ IP_EXPORT int execl(const char *path, const char *arg0, ...)
 	return exec_any(0, AT_FDCWD, path, argv, environ, 0);
 }
 
-IP_EXPORT int execlp(const char *file, const char *arg0, ...)
+IP_EXPORT IP_VFORK_SAFE int execlp(const char *file, const char *arg0, ...)
 {
 	va_list ap;
 
@@ -149,7 +238,7 @@ IP_EXPORT int execlp(const char *file, const char *arg0, ...)
 	return execp_any(file, argv, environ);
 }
 
-IP_EXPORT int execle(const char *path, const char *arg0, ...)
+IP_EXPORT IP_VFORK_SAFE int execle(const char *path, const char *arg0, ...)
 {
 	va_list ap;
 
@@ -172,7 +261,7 @@ IP_EXPORT int execle(const char *path, const char *arg0, ...)
  * action paths and the environment are fixed here, in the parent.
  */
 
-static int spawn_any(int search, pid_t *pid, const char *path,
+IP_VFORK_SAFE static int spawn_any(int search, pid_t *pid, const char *path,
 		     const posix_spawn_file_actions_t *fa, const posix_spawnattr_t *attr,
 		     char *const argv[], char *const envp[])
 {
@@ -183,8 +272,16 @@ static int spawn_any(int search, pid_t *pid, const char *path,
 	if (!ip_on())
 		return search ? REAL(posix_spawnp)(pid, path, fa, attr, argv, envp)
 			      : REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
-	if ((!search || strchr(path, '/')) && ip_resolve(AT_FDCWD, path, &r) == 0 && r.mapped)
+	char found[PATH_MAX];
+	const char *list = getenv("PATH");
+	if ((!search || strchr(path, '/')) && ip_resolve(AT_FDCWD, path, &r) == 0 && r.mapped) {
 		path = r.path;
+	} else if (search && *path && !strchr(path, '/') && list && path_list_hits_prefix(list)) {
+		if (path_search(path, list, found, 0, NULL, NULL))
+			return errno;
+		path = found;
+		search = 0;
+	}
 	char *const *e = ip_env_fix(envp, env, ENV_CAP, ld, sizeof(ld));
 	return search ? REAL(posix_spawnp)(pid, path, fa, attr, argv, e)
 		      : REAL(posix_spawn)(pid, path, fa, attr, argv, e);

@@ -84,7 +84,9 @@ int tier_step_set(const char *tier_dir, const char *vstep, int state, const char
 
 	if (tier_step_meta_path(tier_dir, vstep, ".state", path, sizeof(path)))
 		return TIER_ENAMETOOLONG;
-	snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid());
+	static unsigned int seq;
+	snprintf(tmp, sizeof(tmp), "%s.%d.%ld.%u.tmp", path, (int)getpid(), (long)gettid(),
+		 __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	int len = snprintf(line, sizeof(line), "%s %lld %s\n", tier_state_name(state),
 			   tier_now_ms(), how ? how : "-");
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -219,9 +221,32 @@ static void tree_sum(int dirfd, struct tier_step_info *info, int depth)
 	closedir(d);
 }
 
+/* Kernel file times come from a coarse clock, a few ms behind CLOCK_REALTIME. */
+#define MTIME_SLACK_MS 50
+
+int tier_step_marker_current(const struct cfg *c, const char *vstep,
+			     const struct tier_step_info *known)
+{
+	char marker[PATH_MAX];
+	struct stat st;
+	struct tier_step_info info;
+
+	if (snprintf(marker, sizeof(marker), "%s/fs%s/%s", c->tier_dir, vstep, c->commit_marker) >=
+		    (int)sizeof(marker) ||
+	    lstat(marker, &st) || !S_ISREG(st.st_mode))
+		return 0;
+	if (!known) {
+		memset(&info, 0, sizeof(info));
+		state_read(c->tier_dir, vstep, &info);
+		known = &info;
+	}
+	long long mt = (long long)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+	return known->state != TIER_STEP_WRITING || mt + MTIME_SLACK_MS >= known->since_ms;
+}
+
 int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info *info)
 {
-	char dir[PATH_MAX], marker[PATH_MAX];
+	char dir[PATH_MAX];
 	struct stat st;
 
 	memset(info, 0, sizeof(*info));
@@ -239,9 +264,7 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 	if (info->state == TIER_STEP_COMMITTED || info->writers)
 		return TIER_OK;
 
-	int has_marker = snprintf(marker, sizeof(marker), "%s/%s", dir, c->commit_marker) <
-				 (int)sizeof(marker) &&
-			 lstat(marker, &st) == 0 && S_ISREG(st.st_mode);
+	int has_marker = tier_step_marker_current(c, vstep, info);
 	long long idle = tier_now_ms() - info->newest_mtime_ms;
 	const char *how = has_marker ? "marker" : idle >= c->commit_idle_ms ? "idle" : NULL;
 	if (how && tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, how) == TIER_OK) {

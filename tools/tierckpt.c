@@ -52,7 +52,7 @@ static const char *const usage_run =
 	"node's memory tier.  Nothing in CMD needs to change.\n"
 	"\n"
 	"Exit status: CMD's own; 2 when a setting is invalid (one line on stderr names it and\n"
-	"CMD is not started) or CMD cannot be run.\n"
+	"CMD is not started); 127 when CMD is not found, 126 when it cannot be executed.\n"
 	"\n"
 	"Not intercepted: statically linked programs, raw system calls and io_uring.  Check a\n"
 	"program with `ldd PROGRAM` (it must use libc.so.6 dynamically).\n";
@@ -155,8 +155,9 @@ static int cmd_run(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	execvp(argv[i], argv + i);
-	fprintf(stderr, "tierckpt: cannot run %s: %s\n", argv[i], strerror(errno));
-	return errno == ENOENT ? 127 : 126;
+	int e = errno;
+	fprintf(stderr, "tierckpt: cannot run %s: %s\n", argv[i], strerror(e));
+	return e == ENOENT ? 127 : 126;
 }
 
 /* Lists the step dirs of one prefix. */

@@ -332,10 +332,11 @@ def sc(tmp_path, shim_built):
     s.cleanup()
 
 
-def torch_available():
-    try:
-        return subprocess.run([PY, "-c", "import torch, torch.distributed"], env=base_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=120).returncode == 0
-    except Exception:
-        return False
+def preload_value():
+    """LD_PRELOAD for tests that preload the library themselves (not through `tierckpt run`):
+    under ASan (make test-asan) the sanitizer runtime must come first."""
+    if os.environ.get("TIERCKPT_TEST_ASAN"):
+        asan = subprocess.run(["gcc", "-print-file-name=libasan.so"], stdout=subprocess.PIPE,
+                              text=True).stdout.strip()
+        return f"{asan}:{LIB}"
+    return str(LIB)

@@ -5,7 +5,7 @@ import os
 import re
 import subprocess
 
-from conftest import PY, TIERCKPT, base_env
+from conftest import PY, TIERCKPT
 
 WORKLOAD = r'''
 import os, shutil, subprocess, tempfile
@@ -114,3 +114,28 @@ os.kill(os.getpid(), signal.SIGKILL)
     r = sc.run_shim(["cat", f"{sc.P}/crash"])
     assert (r.rc, r.out) == (0, "before kill"), r
     sc.assert_real_prefix_empty()
+
+
+def test_program_that_closes_or_reuses_all_fds_keeps_working(sc):
+    """Daemons and launchers close every fd above 2 (close_range/closerange) or dup2 onto fixed
+    numbers; the shim's own descriptors must not be what breaks (compare with tmpfs), and a step
+    committed afterwards is still recorded."""
+    sc.compare(sc.py("closeall.py", r'''
+os.makedirs(P + "/step_1")
+put(P + "/step_1/a", "before")
+os.closerange(3, 65536)
+put(P + "/step_1/b", "after closerange")
+for n in range(3, 40):
+    fd = os.open("/dev/null", os.O_RDONLY)
+    if fd != n:
+        os.dup2(fd, n); os.close(fd)
+put(P + "/step_1/c", "after dup2 over low fds")
+os.closerange(3, 65536)
+put(P + "/step_1/.metadata", "marker")
+show("listing", sorted(os.listdir(P + "/step_1")), get(P + "/step_1/b"))
+'''))
+    r = subprocess.run([str(TIERCKPT), "ls"], env=sc.shim_env(), stdout=subprocess.PIPE,
+                       text=True, timeout=60)
+    rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:] if l.strip()}
+    row = rows.get(f"{sc.P}/step_1")
+    assert row and row[1] == "COMMITTED" and row[2] == "4", f"tierckpt ls:\n{r.stdout}"

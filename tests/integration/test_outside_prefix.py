@@ -4,7 +4,7 @@ nothing."""
 
 import os
 
-from conftest import PY, Scratch, tctlib
+from conftest import tctlib
 
 OUTSIDE_PY = r'''
 import shutil, tempfile, subprocess
@@ -85,8 +85,8 @@ def test_preloaded_shim_without_prefix_is_silent_pure_pass_through(sc):
     """LD_PRELOAD of the library with TIERCKPT_PREFIX unset (DESIGN.md section 3: shim inactive):
     writes at the would-be prefix land on the real path, nothing is created under the shm dir,
     nothing is printed, the exit status is the program's."""
-    from conftest import LIB, run
-    env = sc.shim_env(LD_PRELOAD=str(LIB))
+    from conftest import preload_value, run
+    env = sc.shim_env(LD_PRELOAD=preload_value())
     del env["TIERCKPT_PREFIX"]
     r = run(["/bin/sh", "-c", f"echo real > {sc.P}/f; cat {sc.P}/f; exit 7"], env,
             label="preload without prefix")

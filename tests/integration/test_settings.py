@@ -4,12 +4,10 @@ passes everything through (writes land at the real prefix path).  Valid settings
 namespace, INI file (environment wins), several prefixes."""
 
 import os
-import stat
-import subprocess
 
 import pytest
 
-from conftest import LIB, PY, TIERCKPT, run, SHIM_LOG_RE
+from conftest import PY, TIERCKPT, preload_value, run
 
 BAD = [
     ("TIERCKPT_PREFIX", "relative/ckpt"),
@@ -56,7 +54,7 @@ def test_tierckpt_run_refuses_bad_setting_exit_2(sc, var, value):
 
 @pytest.mark.parametrize("var,value", BAD, ids=BAD_IDS)
 def test_preloaded_shim_with_bad_setting_passes_through(sc, var, value):
-    env = sc.shim_env(LD_PRELOAD=str(LIB), **{var: value})
+    env = sc.shim_env(LD_PRELOAD=preload_value(), **{var: value})
     r = run(marker_cmd(sc), env, label="LD_PRELOAD")
     assert (r.rc, r.out) == (0, "ran\n"), f"the program did not run normally: {r!r}"
     assert (sc.prefix / "f").read_text() == "data", "pass-through: the write must land at the real path"
@@ -125,7 +123,7 @@ def test_tierckpt_run_refuses_unsafe_tier_location(sc, case):
 @pytest.mark.parametrize("case", sorted(UNSAFE_SHM))
 def test_preloaded_shim_with_unsafe_tier_location_passes_through(sc, case):
     extra = UNSAFE_SHM[case](sc)
-    env = sc.shim_env(LD_PRELOAD=str(LIB), **extra)
+    env = sc.shim_env(LD_PRELOAD=preload_value(), **extra)
     r = run(marker_cmd(sc), env, label="LD_PRELOAD")
     assert (r.rc, r.out) == (0, "ran\n"), f"the program did not run normally: {r!r}"
     assert (sc.prefix / "f").read_text() == "data", "pass-through: the write must land at the real path"
@@ -232,3 +230,17 @@ for name, fn in (("rename", os.rename), ("link", os.link)):
         print(name, errno.errorcode[e.errno])
 """], env, label="two prefixes")
     assert (r.rc, r.out) == (0, "rename EXDEV\nlink EXDEV\n"), r
+
+
+@pytest.mark.parametrize("form", ["trailing_slash", "double_slash", "dot_component"])
+def test_prefix_setting_is_normalised(sc, form):
+    value = {"trailing_slash": sc.P + "/",
+             "double_slash": str(sc.work) + "//" + sc.prefix.name,
+             "dot_component": str(sc.work) + "/./" + sc.prefix.name}[form]
+    sc.reset_work()
+    r = run([TIERCKPT, "run", "--", "/bin/sh", "-c", f"echo n > {sc.P}/f && cat {value}/f"],
+            sc.shim_env(TIERCKPT_PREFIX=value), label=f"prefix {value}")
+    assert (r.rc, r.out) == (0, "n\n"), r
+    sc.assert_real_prefix_empty()
+    assert (sc.tier_path() / "f").read_text() == "n\n", \
+        f"TIERCKPT_PREFIX={value!r}: the file is not at the normalised prefix's tier path"
