@@ -574,14 +574,22 @@ out:
  * step directories
  */
 
+/* 1 when vpath is itself a step directory of prefix; its virtual path goes to vstep. */
+static int is_step_dir(const char *vpath, int prefix, char *vstep)
+{
+	int itself;
+
+	return tier_step_of(vpath, ip_g.cfg.prefixes[prefix], ip_g.cfg.prefix_len[prefix], vstep,
+			    PATH_MAX, &itself) &&
+	       itself;
+}
+
 void ip_step_dir_made(const char *vpath, int prefix)
 {
 	char vstep[PATH_MAX];
-	int itself, saved = errno;
+	int saved = errno;
 
-	if (tier_step_of(vpath, ip_g.cfg.prefixes[prefix], ip_g.cfg.prefix_len[prefix], vstep,
-			 sizeof(vstep), &itself) &&
-	    itself) {
+	if (is_step_dir(vpath, prefix, vstep) && !in_vfork_child()) {
 		IP_GUARD_ENTER();
 		tier_step_set(ip_g.cfg.tier_dir, vstep, TIER_STEP_WRITING, NULL);
 		IP_GUARD_LEAVE();
@@ -592,11 +600,9 @@ void ip_step_dir_made(const char *vpath, int prefix)
 void ip_step_removed(const char *vpath, int prefix)
 {
 	char vstep[PATH_MAX];
-	int itself, saved = errno;
+	int saved = errno;
 
-	if (tier_step_of(vpath, ip_g.cfg.prefixes[prefix], ip_g.cfg.prefix_len[prefix], vstep,
-			 sizeof(vstep), &itself) &&
-	    itself) {
+	if (is_step_dir(vpath, prefix, vstep) && !in_vfork_child()) {
 		IP_GUARD_ENTER();
 		tier_step_forget(ip_g.cfg.tier_dir, vstep);
 		IP_GUARD_LEAVE();

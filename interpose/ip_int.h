@@ -176,6 +176,34 @@ int ip_unmap_inplace(char *buf);
  * the oracle: rmdir and rename of it fail with EBUSY). */
 int ip_is_prefix_root(const char *vpath);
 
+/* Wrapper generators for calls that only take a path: W1 (one path, relative to the cwd) and
+ * WAT (dirfd + path) rebind the `path`/`dirfd` parameters to their resolved values and make the
+ * real call with the very argument list the program passed. */
+#define W1(ret, name, failv, params, args)                                                    \
+	IP_EXPORT ret name params                                                            \
+	{                                                                                    \
+		struct ip_rpath r;                                                           \
+		if (ip_on()) {                                                               \
+			if (ip_resolve(AT_FDCWD, path, &r))                                  \
+				return failv;                                                \
+			path = r.path;                                                       \
+		}                                                                            \
+		return REAL(name) args;                                                      \
+	}
+
+#define WAT(ret, name, failv, params, args)                                                   \
+	IP_EXPORT ret name params                                                            \
+	{                                                                                    \
+		struct ip_rpath r;                                                           \
+		if (ip_on()) {                                                               \
+			if (ip_resolve(dirfd, path, &r))                                     \
+				return failv;                                                \
+			path = r.path;                                                       \
+			dirfd = r.dirfd;                                                     \
+		}                                                                            \
+		return REAL(name) args;                                                      \
+	}
+
 /* --- descriptors and steps -------------------------------------------------------------------- */
 
 /* ip_fd_opened - record what a new fd refers to, after a successful open-like call with the

@@ -41,62 +41,22 @@ IP_EXPORT int closedir(DIR *d)
 	return rc;
 }
 
-IP_EXPORT int scandir(const char *path, struct dirent ***list, int (*sel)(const struct dirent *),
-		      int (*cmp)(const struct dirent **, const struct dirent **))
-{
-	struct ip_rpath r;
-
-	if (ip_on()) {
-		if (ip_resolve(AT_FDCWD, path, &r))
-			return -1;
-		path = r.path;
-	}
-	return REAL(scandir)(path, list, sel, cmp);
-}
-
-IP_EXPORT int scandir64(const char *path, struct dirent64 ***list,
-			int (*sel)(const struct dirent64 *),
-			int (*cmp)(const struct dirent64 **, const struct dirent64 **))
-{
-	struct ip_rpath r;
-
-	if (ip_on()) {
-		if (ip_resolve(AT_FDCWD, path, &r))
-			return -1;
-		path = r.path;
-	}
-	return REAL(scandir64)(path, list, sel, cmp);
-}
-
-IP_EXPORT int scandirat(int dirfd, const char *path, struct dirent ***list,
-			int (*sel)(const struct dirent *),
-			int (*cmp)(const struct dirent **, const struct dirent **))
-{
-	struct ip_rpath r;
-
-	if (ip_on()) {
-		if (ip_resolve(dirfd, path, &r))
-			return -1;
-		path = r.path;
-		dirfd = r.dirfd;
-	}
-	return REAL(scandirat)(dirfd, path, list, sel, cmp);
-}
-
-IP_EXPORT int scandirat64(int dirfd, const char *path, struct dirent64 ***list,
-			  int (*sel)(const struct dirent64 *),
-			  int (*cmp)(const struct dirent64 **, const struct dirent64 **))
-{
-	struct ip_rpath r;
-
-	if (ip_on()) {
-		if (ip_resolve(dirfd, path, &r))
-			return -1;
-		path = r.path;
-		dirfd = r.dirfd;
-	}
-	return REAL(scandirat64)(dirfd, path, list, sel, cmp);
-}
+W1(int, scandir, -1,
+   (const char *path, struct dirent ***list, int (*sel)(const struct dirent *),
+    int (*cmp)(const struct dirent **, const struct dirent **)),
+   (path, list, sel, cmp))
+W1(int, scandir64, -1,
+   (const char *path, struct dirent64 ***list, int (*sel)(const struct dirent64 *),
+    int (*cmp)(const struct dirent64 **, const struct dirent64 **)),
+   (path, list, sel, cmp))
+WAT(int, scandirat, -1,
+    (int dirfd, const char *path, struct dirent ***list, int (*sel)(const struct dirent *),
+     int (*cmp)(const struct dirent **, const struct dirent **)),
+    (dirfd, path, list, sel, cmp))
+WAT(int, scandirat64, -1,
+    (int dirfd, const char *path, struct dirent64 ***list, int (*sel)(const struct dirent64 *),
+     int (*cmp)(const struct dirent64 **, const struct dirent64 **)),
+    (dirfd, path, list, sel, cmp))
 
 /* ----------------------------------------------------------------------------------------------
  * nftw / ftw trampolines: the program's callback and how many leading bytes of each path to
