@@ -39,6 +39,8 @@ SHIM_SRCS     := interpose/ip_core.c interpose/ip_wrap_open.c interpose/ip_wrap_
 CLI_SRCS      := tools/tierckpt.c
 # S3 signing: not in the shim (the uploader will load it on demand), only in the unit tests
 S3_SRCS       := tiering/s3_sigv4.c
+S3_CLIENT_SRCS := tiering/s3_client.c
+S3_TOOL_SRCS  := tools/s3_tool.c
 UNIT_SRCS     := tests/unit/test_path.c tests/unit/test_cfg.c tests/unit/test_sigv4.c
 BENCH_SRCS    := tools/bench_files.c
 
@@ -50,12 +52,14 @@ LIB   := $(BUILD)/libtierckpt.so
 CLI   := $(BUILD)/tierckpt
 UNIT  := $(BUILD)/test_unit
 BENCH := $(BUILD)/bench_files
+S3_TOOL := $(BUILD)/tierckpt-s3
 SYMS  := interpose/ip_syms.def
 VERSCRIPT := $(BUILD)/libtierckpt.map
 
 .PHONY: all test test-unit test-integration test-asan check-exports bench demo install clean deps
 
-all: $(LIB) $(CLI)
+# tierckpt-s3: the S3 client on the command line, for the tests (not installed)
+all: $(LIB) $(CLI) $(S3_TOOL)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -81,6 +85,10 @@ $(CLI): $(call obj,$(COMMON_SRCS) $(CLI_SRCS))
 $(UNIT): $(call obj,$(COMMON_SRCS) $(S3_SRCS) $(UNIT_SRCS))
 	$(call say,LD,$@)
 	$(Q)$(CC) -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcrypto -lcriterion -pthread
+
+$(S3_TOOL): $(call obj,$(S3_SRCS) $(S3_CLIENT_SRCS) $(S3_TOOL_SRCS))
+	$(call say,LD,$@)
+	$(Q)$(CC) -o $@ $^ $(LDFLAGS) -lcurl -lcrypto -pthread
 
 $(BENCH): $(call obj,$(BENCH_SRCS))
 	$(call say,LD,$@)

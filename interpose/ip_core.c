@@ -80,10 +80,30 @@ static int mkdirs(char *path, mode_t mode, mode_t last_mode)
 	return errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
-/* Remembers the TIERCKPT_* settings of our start so exec'd children keep them. */
+/* 1 when the LD_PRELOAD entry `e` ("LD_PRELOAD=...") already names our library. */
+IP_VFORK_SAFE static int preload_has_us(const char *e)
+{
+	const char *v = e + strlen("LD_PRELOAD=");
+	size_t n = strlen(ip_g.lib_path);
+
+	for (const char *p = strstr(v, ip_g.lib_path); p; p = strstr(p + 1, ip_g.lib_path))
+		if ((p == v || p[-1] == ':' || p[-1] == ' ') &&
+		    (p[n] == '\0' || p[n] == ':' || p[n] == ' '))
+			return 1;
+	return 0;
+}
+
+/* Remembers the TIERCKPT_* settings and the LD_PRELOAD of our start so exec'd children keep
+ * them. */
 static void env_snapshot(void)
 {
 	ip_g.env_keep_len = 0;
+	const char *pre = getenv("LD_PRELOAD");
+	/* a child handed no LD_PRELOAD at all gets ours whole (a sanitizer runtime before us too) */
+	if (pre && snprintf(ip_g.preload, sizeof(ip_g.preload), "LD_PRELOAD=%s", pre) <
+			   (int)sizeof(ip_g.preload) &&
+	    !preload_has_us(ip_g.preload))
+		ip_g.preload[0] = '\0';
 	for (char **e = environ; e && *e; e++) {
 		if (strncmp(*e, "TIERCKPT_", 9) != 0)
 			continue;
@@ -639,19 +659,6 @@ out:
  * environment of exec'd children
  */
 
-/* 1 when the LD_PRELOAD entry `e` ("LD_PRELOAD=...") already names our library. */
-IP_VFORK_SAFE static int preload_has_us(const char *e)
-{
-	const char *v = e + strlen("LD_PRELOAD=");
-	size_t n = strlen(ip_g.lib_path);
-
-	for (const char *p = strstr(v, ip_g.lib_path); p; p = strstr(p + 1, ip_g.lib_path))
-		if ((p == v || p[-1] == ':' || p[-1] == ' ') &&
-		    (p[n] == '\0' || p[n] == ':' || p[n] == ' '))
-			return 1;
-	return 0;
-}
-
 IP_VFORK_SAFE char *const *ip_env_fix(char *const *envp, char **out, size_t cap, char *ldbuf, size_t ldcap)
 {
 	size_t n = 0, k = 0;
@@ -680,7 +687,8 @@ IP_VFORK_SAFE char *const *ip_env_fix(char *const *envp, char **out, size_t cap,
 	for (size_t i = 0; i < n; i++)
 		out[k++] = envp[i];
 	if (need_ld) {
-		int w = ld_idx < 0 ? snprintf(ldbuf, ldcap, "LD_PRELOAD=%s", ip_g.lib_path)
+		int w = ld_idx < 0 && ip_g.preload[0] ? snprintf(ldbuf, ldcap, "%s", ip_g.preload)
+			: ld_idx < 0 ? snprintf(ldbuf, ldcap, "LD_PRELOAD=%s", ip_g.lib_path)
 				   : snprintf(ldbuf, ldcap, "LD_PRELOAD=%s:%s", envp[ld_idx] + 11,
 					      ip_g.lib_path);
 		if (w < 0 || (size_t)w >= ldcap)

@@ -90,6 +90,7 @@ struct ip_global {
 	char root[PATH_MAX];   /* <tier>/fs: the tier path of virtual "/x" is root + "/x" */
 	size_t rootlen;
 	char lib_path[PATH_MAX]; /* this library, for LD_PRELOAD of exec'd children */
+	char preload[PATH_MAX];  /* "LD_PRELOAD=..." of our start, when it names us */
 	char env_keep[8192];   /* "TIERCKPT_...=..." strings of our start, NUL-separated */
 	size_t env_keep_len;
 };
