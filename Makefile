@@ -41,6 +41,8 @@ CLI_SRCS      := tools/tierckpt.c
 S3_SRCS       := tiering/s3_sigv4.c
 S3_CLIENT_SRCS := tiering/s3_client.c
 S3_TOOL_SRCS  := tools/s3_tool.c
+# the uploader: its own library, loaded by the shim only in the process that leads the uploads
+UPLOAD_SRCS   := tiering/tier_upload.c $(S3_SRCS) $(S3_CLIENT_SRCS)
 UNIT_SRCS     := tests/unit/test_path.c tests/unit/test_cfg.c tests/unit/test_sigv4.c
 BENCH_SRCS    := tools/bench_files.c
 
@@ -53,13 +55,15 @@ CLI   := $(BUILD)/tierckpt
 UNIT  := $(BUILD)/test_unit
 BENCH := $(BUILD)/bench_files
 S3_TOOL := $(BUILD)/tierckpt-s3
+UPLIB := $(BUILD)/libtierckpt-upload.so
+UPLIB_MAP := $(BUILD)/libtierckpt-upload.map
 SYMS  := interpose/ip_syms.def
 VERSCRIPT := $(BUILD)/libtierckpt.map
 
 .PHONY: all test test-unit test-integration test-asan check-exports bench demo install clean deps
 
 # tierckpt-s3: the S3 client on the command line, for the tests (not installed)
-all: $(LIB) $(CLI) $(S3_TOOL)
+all: $(LIB) $(UPLIB) $(CLI) $(S3_TOOL)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -78,9 +82,18 @@ $(LIB): $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(VERSCRIPT)
 	$(Q)$(CC) -shared -o $@ $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(LDFLAGS) \
 	    -Wl,--version-script=$(VERSCRIPT) -Wl,-z,now -Wl,-z,nodelete $(PKG_LIBS) -ldl -pthread
 
-$(CLI): $(call obj,$(COMMON_SRCS) $(CLI_SRCS))
+$(UPLIB_MAP):
+	@mkdir -p $(dir $@)
+	$(Q)echo '{ global: tierckpt_upload_main; local: *; };' > $@
+
+$(UPLIB): $(call obj,$(COMMON_SRCS) $(UPLOAD_SRCS)) $(UPLIB_MAP)
 	$(call say,LD,$@)
-	$(Q)$(CC) -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -pthread
+	$(Q)$(CC) -shared -o $@ $(call obj,$(COMMON_SRCS) $(UPLOAD_SRCS)) $(LDFLAGS) \
+	    -Wl,--version-script=$(UPLIB_MAP) -Wl,-z,nodelete $(PKG_LIBS) -lcurl -lcrypto -pthread
+
+$(CLI): $(call obj,$(COMMON_SRCS) $(UPLOAD_SRCS) $(CLI_SRCS))
+	$(call say,LD,$@)
+	$(Q)$(CC) -o $@ $^ $(LDFLAGS) $(PKG_LIBS) -lcurl -lcrypto -pthread
 
 $(UNIT): $(call obj,$(COMMON_SRCS) $(S3_SRCS) $(UNIT_SRCS))
 	$(call say,LD,$@)
@@ -127,10 +140,11 @@ demo: deps
 deps:
 	$(Q)tools/install-deps.sh
 
-install: $(LIB) $(CLI)
+install: $(LIB) $(UPLIB) $(CLI)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/tierckpt
 	install -m 0755 $(CLI) $(DESTDIR)$(PREFIX)/bin/tierckpt
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/tierckpt/libtierckpt.so
+	install -m 0755 $(UPLIB) $(DESTDIR)$(PREFIX)/lib/tierckpt/libtierckpt-upload.so
 
 clean:
 	rm -rf build

@@ -59,6 +59,12 @@ enum {
 	K_COMMIT_IDLE_MS,
 	K_LOG_LEVEL,
 	K_LOG_FILE,
+	K_NODES,
+	K_NODE_ID,
+	K_S3_CONCURRENCY,
+	K_S3_PART_MB,
+	K_EXIT_WAIT_S,
+	K_S3_RETRY_S,
 	K_COUNT
 };
 
@@ -77,6 +83,12 @@ static const struct {
 	[K_COMMIT_IDLE_MS] = {"TIERCKPT_COMMIT_IDLE_MS", "commit_idle_ms"},
 	[K_LOG_LEVEL] = {"TIERCKPT_LOG_LEVEL", "log_level"},
 	[K_LOG_FILE] = {"TIERCKPT_LOG_FILE", "log_file"},
+	[K_NODES] = {"TIERCKPT_NODES", "nodes"},
+	[K_NODE_ID] = {"TIERCKPT_NODE_ID", "node_id"},
+	[K_S3_CONCURRENCY] = {"TIERCKPT_S3_CONCURRENCY", "s3_concurrency"},
+	[K_S3_PART_MB] = {"TIERCKPT_S3_PART_MB", "s3_part_mb"},
+	[K_EXIT_WAIT_S] = {"TIERCKPT_EXIT_WAIT_S", "exit_wait_s"},
+	[K_S3_RETRY_S] = {"TIERCKPT_S3_RETRY_S", "s3_retry_s"},
 };
 
 #define CFG_INI_GROUP "tierckpt"
@@ -310,6 +322,8 @@ out:
  * One step per setting.  Each returns CFG_OK or fails through cfg_fail(); each touches only *c
  * and the read-only sources, so any thread may run them (through cfg_load).
  */
+
+static int load_node_id(struct cfg *c, const struct cfg_src *s);
 
 /* TIERCKPT_NAMESPACE: [A-Za-z0-9._-]{1,64}, not "." or "..". */
 static int load_namespace(struct cfg *c, const struct cfg_src *s)
@@ -669,12 +683,65 @@ int cfg_load(struct cfg *c)
 			    "must be an integer >= 0 (milliseconds)", &c->commit_idle_ms)) ||
 	    (rc = load_log(c, &s)) || (rc = load_ranks(c)))
 		goto out;
+	if ((rc = load_long(c, &s, K_NODES, 0, 1000000, 0, "must be an integer >= 1 (or unset)",
+			    &c->nodes)) ||
+	    (rc = load_node_id(c, &s)) ||
+	    (rc = load_long(c, &s, K_S3_CONCURRENCY, 1, 256, 8, "must be an integer from 1 to 256",
+			    &c->s3_concurrency)) ||
+	    (rc = load_long(c, &s, K_S3_PART_MB, 5, 5120, 8, "must be an integer from 5 to 5120",
+			    &c->s3_part_mb)) ||
+	    (rc = load_long(c, &s, K_EXIT_WAIT_S, 0, 86400, 600,
+			    "must be an integer from 0 to 86400 (seconds)", &c->exit_wait_s)) ||
+	    (rc = load_long(c, &s, K_S3_RETRY_S, 1, 86400, 30,
+			    "must be an integer from 1 to 86400 (seconds)", &c->s3_retry_s)))
+		goto out;
+	if (c->nodes == 0 && src_get(&s, K_NODES, &ff)) {
+		rc = cfg_fail(c, CFG_EINVAL, cfg_keys[K_NODES].var, "0", ff, "must be an integer >= 1");
+		goto out;
+	}
+	if (c->nodes == 0)
+		c->nodes = c->world_size > 0 && c->local_world_size > 0 &&
+				   c->world_size % c->local_world_size == 0
+			   ? c->world_size / c->local_world_size
+			   : 1;
 out:
 	if (rc)
 		c->active = 0; /* a failed config never redirects anything */
 	for (int i = 0; i < K_COUNT; i++)
 		g_free(s.file_val[i]);
 	return rc;
+}
+
+/* TIERCKPT_NODE_ID: [A-Za-z0-9._-]{1,64}; default: the host name (pods have unique ones). */
+static int load_node_id(struct cfg *c, const struct cfg_src *s)
+{
+	int ff;
+	const char *v = src_get(s, K_NODE_ID, &ff);
+	char host[256] = "";
+
+	if (!v) {
+		if (gethostname(host, sizeof(host) - 1) || !host[0])
+			snprintf(host, sizeof(host), "node");
+		for (char *p = host; *p; p++)
+			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+				*p = '_';
+		host[CFG_NAMESPACE_MAX] = '\0';
+		snprintf(c->node_id, sizeof(c->node_id), "%s", host);
+		return CFG_OK;
+	}
+	size_t n = strnlen(v, CFG_NAMESPACE_MAX + 1);
+	int ok = n >= 1 && n <= CFG_NAMESPACE_MAX;
+	for (size_t i = 0; ok && i < n; i++) {
+		char ch = v[i];
+		ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		     (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+	}
+	if (!ok || !strcmp(v, ".") || !strcmp(v, ".."))
+		return cfg_fail(c, CFG_EINVAL, cfg_keys[K_NODE_ID].var, v, ff,
+				"must be 1 to %d characters of A-Z a-z 0-9 . _ -", CFG_NAMESPACE_MAX);
+	memcpy(c->node_id, v, n + 1);
+	return CFG_OK;
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -48,6 +48,12 @@ struct cfg {
 	char log_file[PATH_MAX];                  /* "" = stderr */
 	int world_size, rank, local_rank, local_world_size; /* -1 when unset */
 	char config_file[PATH_MAX];               /* TIERCKPT_CONFIG or "" */
+	long nodes;            /* TIERCKPT_NODES, else WORLD_SIZE / LOCAL_WORLD_SIZE, else 1 */
+	char node_id[CFG_NAMESPACE_MAX + 1];      /* TIERCKPT_NODE_ID, else the host name */
+	long s3_concurrency;   /* parallel part uploads, default 8 */
+	long s3_part_mb;       /* multipart part size in MiB, default 8 (raised to fit 10000) */
+	long exit_wait_s;      /* a leader's bounded wait for pending uploads at exit, default 600 */
+	long s3_retry_s;       /* a FAILED step is tried again after this long, default 30 */
 	char err[1024];                           /* the one clear line when cfg_load fails */
 };
 

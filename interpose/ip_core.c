@@ -19,11 +19,14 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "tiering/tier_step.h"
+#include "tiering/tier_upload.h"
 
 struct ip_real ip_real;
 struct ip_global ip_g;
@@ -57,6 +60,151 @@ void *ip_real_load(void **slot, const char *name)
 		p = dlsym(RTLD_DEFAULT, name);
 	__atomic_store_n(slot, p, __ATOMIC_RELAXED);
 	return p;
+}
+
+/* ----------------------------------------------------------------------------------------------
+ * the leader: the one process of the node (and namespace) that uploads, in a background thread
+ *
+ * Every process that writes into a step arms a candidate thread once; it blocks on the leader
+ * lock, and the one that gets it loads libtierckpt-upload.so (libcurl, OpenSSL: only ever in
+ * the leader) and runs the uploader until the process exits.  When the leader dies the kernel
+ * drops its lock and a waiting candidate of another process takes over.  The program's own
+ * threads never wait for any of it, except at exit (bounded by TIERCKPT_EXIT_WAIT_S).
+ */
+static struct {
+	int armed;   /* atomic: this process started its candidate thread */
+	int leading; /* atomic: it holds the leader lock */
+	int lockfd;
+	int kicked;  /* guarded by mu */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct tier_up_ctl ctl;
+} leader = {.lockfd = -1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* The uploader's sleep between passes: ends early when kicked (a step committed here). */
+static void leader_wait(long ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&leader.mu);
+	if (!leader.kicked)
+		pthread_cond_timedwait(&leader.cv, &leader.mu, &ts);
+	leader.kicked = 0;
+	pthread_mutex_unlock(&leader.mu);
+}
+
+/* Wakes this process's uploader, if it leads. */
+static void leader_kick(void)
+{
+	if (!__atomic_load_n(&leader.leading, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&leader.mu);
+	leader.kicked = 1;
+	pthread_cond_signal(&leader.cv);
+	pthread_mutex_unlock(&leader.mu);
+}
+
+static void *leader_main(void *arg)
+{
+	char path[PATH_MAX], lib[PATH_MAX];
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	sigset_t all;
+
+	(void)arg;
+	ip_guard = 1; /* everything this thread does is the shim's own */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, NULL); /* the program's signals are not ours */
+	if (snprintf(path, sizeof(path), "%s/meta/leader.lock", ip_g.cfg.tier_dir) >=
+	    (int)sizeof(path))
+		return NULL;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		log_error("uploads disabled in this process: cannot open %s: %s", path,
+			  strerror(errno));
+		return NULL;
+	}
+	while (fcntl(fd, F_OFD_SETLKW, &fl) == -1)
+		if (errno != EINTR) {
+			log_error("uploads disabled in this process: leader lock: %s", strerror(errno));
+			close(fd);
+			return NULL;
+		}
+	leader.lockfd = fd;
+	char *slash = strrchr(ip_g.lib_path, '/');
+	if (!slash || snprintf(lib, sizeof(lib), "%.*s/libtierckpt-upload.so",
+			       (int)(slash - ip_g.lib_path), ip_g.lib_path) >= (int)sizeof(lib))
+		goto fail;
+	void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		log_error("uploads disabled: cannot load %s: %s", lib, dlerror());
+		goto fail;
+	}
+	int (*up_main)(const struct cfg *, struct tier_up_ctl *) =
+		(int (*)(const struct cfg *, struct tier_up_ctl *))dlsym(h, "tierckpt_upload_main");
+	if (!up_main) {
+		log_error("uploads disabled: %s has no tierckpt_upload_main", lib);
+		goto fail;
+	}
+	leader.ctl.wait = leader_wait;
+	__atomic_store_n(&leader.ctl.pending, -1, __ATOMIC_RELEASE);
+	__atomic_store_n(&leader.leading, 1, __ATOMIC_RELEASE);
+	log_info("this process leads the uploads of namespace %s", ip_g.cfg.namespace_);
+	up_main(&ip_g.cfg, &leader.ctl);
+	return NULL;
+fail:
+	/* give the lock back: another process may have what this one lacks */
+	leader.lockfd = -1;
+	close(fd);
+	return NULL;
+}
+
+/* Starts this process's candidate thread, once, when S3 is configured.  Guard held. */
+static void leader_arm(void)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (!ip_g.cfg.s3_base_path[0] || __atomic_exchange_n(&leader.armed, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, leader_main, NULL))
+		log_warn("cannot start the upload thread: %s (steps stay in memory; run "
+			 "`tierckpt flush`)", strerror(errno));
+	pthread_attr_destroy(&attr);
+}
+
+/* At exit, a leader waits (bounded) for one full pass that finds nothing left to upload. */
+static void leader_atexit(void)
+{
+	if (!__atomic_load_n(&leader.leading, __ATOMIC_ACQUIRE))
+		return;
+	IP_GUARD_ENTER();
+	long long deadline = tier_now_ms() + ip_g.cfg.exit_wait_s * 1000;
+	int p0 = __atomic_load_n(&leader.ctl.passes, __ATOMIC_ACQUIRE);
+	for (;;) {
+		int passes = __atomic_load_n(&leader.ctl.passes, __ATOMIC_ACQUIRE);
+		int pending = __atomic_load_n(&leader.ctl.pending, __ATOMIC_ACQUIRE);
+		if (passes > p0 + 1 && pending <= 0)
+			break;
+		if (tier_now_ms() >= deadline) {
+			log_warn("exiting with %d step(s) not yet in S3 after waiting %ld s; they stay "
+				 "in the tier for the next leader or `tierckpt flush`",
+				 pending > 0 ? pending : 1, ip_g.cfg.exit_wait_s);
+			break;
+		}
+		leader_kick();
+		usleep(50000);
+	}
+	__atomic_store_n(&leader.ctl.stop, 1, __ATOMIC_RELEASE);
+	IP_GUARD_LEAVE();
 }
 
 /* ----------------------------------------------------------------------------------------------
@@ -131,6 +279,14 @@ static void atfork_child(void)
 {
 	ip_g.pid = getpid();
 	pthread_mutex_unlock(&wstep_lock);
+	/* the child has no leader thread: its copy of the lock must not keep leadership alive */
+	if (leader.lockfd >= 0)
+		close(leader.lockfd);
+	leader.lockfd = -1;
+	leader.armed = leader.leading = leader.kicked = 0;
+	memset(&leader.ctl, 0, sizeof(leader.ctl));
+	pthread_mutex_init(&leader.mu, NULL);
+	pthread_cond_init(&leader.cv, NULL);
 }
 
 static void ip_init(void)
@@ -187,6 +343,8 @@ static void ip_init(void)
 	env_snapshot();
 	ip_g.pid = getpid();
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+	if (c->s3_base_path[0])
+		atexit(leader_atexit);
 	mode = IP_MODE_ACTIVE;
 	__atomic_store_n(&ip_g.mode, mode, __ATOMIC_RELEASE);
 	ip_cwd_refresh();
@@ -411,6 +569,7 @@ static int wstep_acquire(const char *vstep, int prefix)
 			slot = freeslot;
 			/* a write into a step makes it WRITING again, whatever it was */
 			tier_step_set(ip_g.cfg.tier_dir, vstep, TIER_STEP_WRITING, NULL);
+			leader_arm();
 		} else {
 			log_warn("cannot take the writer lock of %s: %s (its state may commit "
 				 "early)", vstep, strerror(errno));
@@ -430,8 +589,9 @@ static void step_commit_if_done(const char *vstep, const char *how)
 {
 	const struct cfg *c = &ip_g.cfg;
 
-	if (tier_step_marker_current(c, vstep, NULL) && tier_step_writers(c->tier_dir, vstep) == 0)
-		tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, how);
+	if (tier_step_marker_current(c, vstep, NULL) && tier_step_writers(c->tier_dir, vstep) == 0 &&
+	    tier_step_set(c->tier_dir, vstep, TIER_STEP_COMMITTED, how) == TIER_OK)
+		leader_kick();
 }
 
 /* Drops a writer reference; when it was this process's last on the step, releases the lock and

@@ -31,6 +31,12 @@ const char *tier_state_name(int state)
 		return "WRITING";
 	case TIER_STEP_COMMITTED:
 		return "COMMITTED";
+	case TIER_STEP_UPLOADING:
+		return "UPLOADING";
+	case TIER_STEP_PERSISTED:
+		return "PERSISTED";
+	case TIER_STEP_FAILED:
+		return "FAILED";
 	default:
 		return "-";
 	}
@@ -77,6 +83,17 @@ static int meta_mkdirs(char *path)
 	return 0;
 }
 
+/* Drops the upload journal and last error of a step (it is written anew, or gone). */
+static void step_upload_forget(const char *tier_dir, const char *vstep)
+{
+	char path[PATH_MAX];
+
+	if (tier_step_meta_path(tier_dir, vstep, ".journal", path, sizeof(path)) == 0)
+		unlink(path);
+	if (tier_step_meta_path(tier_dir, vstep, ".error", path, sizeof(path)) == 0)
+		unlink(path);
+}
+
 int tier_step_set(const char *tier_dir, const char *vstep, int state, const char *how)
 {
 	char path[PATH_MAX], tmp[PATH_MAX + 32], line[96];
@@ -94,6 +111,13 @@ int tier_step_set(const char *tier_dir, const char *vstep, int state, const char
 		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		goto out;
+	if (state == TIER_STEP_WRITING) {
+		step_upload_forget(tier_dir, vstep);
+	} else if (state == TIER_STEP_PERSISTED) {
+		char err[PATH_MAX];
+		if (tier_step_meta_path(tier_dir, vstep, ".error", err, sizeof(err)) == 0)
+			unlink(err); /* the last error is history */
+	}
 	if (write(fd, line, (size_t)len) != len) {
 		close(fd);
 		unlink(tmp);
@@ -119,6 +143,7 @@ int tier_step_forget(const char *tier_dir, const char *vstep)
 		unlink(path);
 	if (tier_step_meta_path(tier_dir, vstep, ".lock", path, sizeof(path)) == 0)
 		unlink(path);
+	step_upload_forget(tier_dir, vstep);
 	errno = saved;
 	return TIER_OK;
 }
@@ -183,10 +208,9 @@ static void state_read(const char *tier_dir, const char *vstep, struct tier_step
 	if (sscanf(line, "%15s %lld %31s", st, &ms, info->how) < 2)
 		return;
 	info->since_ms = ms;
-	if (strcmp(st, "WRITING") == 0)
-		info->state = TIER_STEP_WRITING;
-	else if (strcmp(st, "COMMITTED") == 0)
-		info->state = TIER_STEP_COMMITTED;
+	for (int i = TIER_STEP_WRITING; i <= TIER_STEP_FAILED; i++)
+		if (strcmp(st, tier_state_name(i)) == 0)
+			info->state = i;
 }
 
 /* Adds the regular files below dirfd (recursively, not following symlinks) to info. */
@@ -261,7 +285,7 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 	tree_sum(fd, info, 0);
 	state_read(c->tier_dir, vstep, info);
 	info->writers = tier_step_writers(c->tier_dir, vstep) == 1;
-	if (info->state == TIER_STEP_COMMITTED || info->writers)
+	if (info->state >= TIER_STEP_COMMITTED || info->writers)
 		return TIER_OK;
 
 	int has_marker = tier_step_marker_current(c, vstep, info);

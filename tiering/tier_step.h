@@ -23,7 +23,15 @@ struct cfg;
 
 enum tier_rc { TIER_OK = 0, TIER_EIO, TIER_ENOENT, TIER_ENAMETOOLONG };
 
-enum tier_step_state { TIER_STEP_NONE = 0, TIER_STEP_WRITING, TIER_STEP_COMMITTED };
+/* Ordered: every state from COMMITTED on is a committed step. */
+enum tier_step_state {
+	TIER_STEP_NONE = 0,
+	TIER_STEP_WRITING,
+	TIER_STEP_COMMITTED,
+	TIER_STEP_UPLOADING,
+	TIER_STEP_PERSISTED,
+	TIER_STEP_FAILED,
+};
 
 struct tier_step_info {
 	int state;              /* enum tier_step_state */
@@ -46,11 +54,14 @@ int tier_step_meta_path(const char *tier_dir, const char *vstep, const char *suf
 			size_t outsz);
 
 /* tier_step_set - record `state` for step vstep (how: NULL or a short word).  Atomic replace.
+ * Recording WRITING also drops the step's upload journal and error: a step written again is
+ * uploaded again from the start.
  * Returns TIER_OK or TIER_EIO (errno kept).  Any thread, any process; call with the shim's
  * re-entry guard held. */
 int tier_step_set(const char *tier_dir, const char *vstep, int state, const char *how);
 
-/* tier_step_forget - drop the state and lock files of a step that no longer exists. */
+/* tier_step_forget - drop the state, lock, journal and error files of a step that no longer
+ * exists. */
 int tier_step_forget(const char *tier_dir, const char *vstep);
 
 /* tier_step_lock_open - open (creating) the step's writer lock file and take a shared OFD lock.
@@ -75,7 +86,7 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 int tier_step_marker_current(const struct cfg *c, const char *vstep,
 			     const struct tier_step_info *known);
 
-/* tier_state_name - "WRITING", "COMMITTED" or "-". */
+/* tier_state_name - "WRITING", "COMMITTED", "UPLOADING", "PERSISTED", "FAILED" or "-". */
 const char *tier_state_name(int state);
 
 /* tier_now_ms - wall clock in ms. */

@@ -9,6 +9,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,10 @@
 #include <unistd.h>
 
 #include "config/cfg.h"
+#include "config/log.h"
 #include "interpose/ip_path.h"
 #include "tiering/tier_step.h"
+#include "tiering/tier_upload.h"
 
 #define EXIT_USAGE 2
 
@@ -32,6 +35,8 @@ static const char *const usage_main =
 	"Commands:\n"
 	"  run [--] CMD [ARG...]   run CMD (and its children) with the tier in place\n"
 	"  ls                      list the step directories held in memory on this node\n"
+	"  flush [--timeout S]     wait until every step bound for S3 is there (uploading\n"
+	"                          itself when no process of the job does)\n"
 	"  help [COMMAND]          show help for a command\n"
 	"\n"
 	"Main settings (environment; see README.md for all):\n"
@@ -39,6 +44,8 @@ static const char *const usage_main =
 	"  TIERCKPT_NAMESPACE      name of this job's tier (default: default)\n"
 	"  TIERCKPT_SHM_DIR        where the tier lives (default: /dev/shm)\n"
 	"  TIERCKPT_COMMIT_MARKER  file that commits a step (default: .metadata, as PyTorch DCP)\n"
+	"  TIERCKPT_S3_BASE_PATH   s3://bucket/prefix/ to upload steps to (default: memory only)\n"
+	"  TIERCKPT_S3_EVERY_N_STEPS  upload steps whose number is a multiple of N (default: 1)\n"
 	"  TIERCKPT_LOG_LEVEL      error, warn, info or debug (default: warn)\n"
 	"\n"
 	"Example:\n"
@@ -63,10 +70,29 @@ static const char *const usage_ls =
 	"Lists the step directories (step_<N>, checkpoint-<N>, global_step<N>, iter_<N>) in this\n"
 	"node's memory tier for the current TIERCKPT_PREFIX and TIERCKPT_NAMESPACE, one per line:\n"
 	"  PATH       the step as the job sees it\n"
-	"  STATE      WRITING (being saved) or COMMITTED (its commit marker appeared, or no file of\n"
-	"             it was open for writing for TIERCKPT_COMMIT_IDLE_MS)\n"
+	"  STATE      WRITING      being saved\n"
+	"             COMMITTED    its commit marker appeared, or no file of it was open for\n"
+	"                          writing for TIERCKPT_COMMIT_IDLE_MS; bound for S3, not started\n"
+	"             MEMORY-ONLY  committed, kept in memory only (its number is not a multiple of\n"
+	"                          TIERCKPT_S3_EVERY_N_STEPS, or no S3 base path is set)\n"
+	"             UPLOADING    being uploaded to S3\n"
+	"             PERSISTED    every file and the marker are in S3\n"
+	"             FAILED       the last upload attempt failed (retried every TIERCKPT_S3_RETRY_S)\n"
 	"  FILES      regular files in the step\n"
-	"  BYTES      their total size\n";
+	"  BYTES      their total size\n"
+	"  UPLOADED   bytes of the step already in S3\n"
+	"  ERROR      the last upload error, or -\n";
+
+static const char *const usage_flush =
+	"Usage: tierckpt flush [--timeout SECONDS]\n"
+	"\n"
+	"Waits until every committed step bound for S3 (TIERCKPT_S3_BASE_PATH, every\n"
+	"TIERCKPT_S3_EVERY_N_STEPS) is PERSISTED.  When no process of the job is uploading (the job\n"
+	"has exited, or was killed), flush takes over and uploads them itself, resuming where the\n"
+	"last uploader stopped.  Meant for a container's preStop hook or the end of a job script.\n"
+	"\n"
+	"Exit status: 0 when everything is in S3; 1 on timeout (default 600 s) or when a step\n"
+	"failed (one line per unfinished step on stderr); 2 for invalid settings.\n";
 
 /* Loads and checks the settings as the shim will; prints the one line and returns 2 on error. */
 static int load_settings(struct cfg *c, int need_prefix, int prepare)
@@ -82,6 +108,7 @@ static int load_settings(struct cfg *c, int need_prefix, int prepare)
 				"your job writes checkpoints to, e.g. TIERCKPT_PREFIX=/checkpoints\n");
 		return EXIT_USAGE;
 	}
+	log_init(c);
 	if (c->active && prepare && cfg_tier_prepare(c)) {
 		fprintf(stderr, "tierckpt: %s\n", c->err);
 		return EXIT_USAGE;
@@ -160,6 +187,16 @@ static int cmd_run(int argc, char **argv)
 	return e == ENOENT ? 127 : 126;
 }
 
+/* The state to show: committed steps that will never go to S3 are MEMORY-ONLY. */
+static const char *shown_state(const struct cfg *c, const struct tier_step_info *info,
+			       long long num)
+{
+	if (info->state == TIER_STEP_COMMITTED &&
+	    (!c->s3_base_path[0] || num % c->s3_every_n_steps != 0))
+		return "MEMORY-ONLY";
+	return tier_state_name(info->state);
+}
+
 /* Lists the step dirs of one prefix. */
 static void ls_prefix(const struct cfg *c, const char *prefix)
 {
@@ -168,18 +205,22 @@ static void ls_prefix(const struct cfg *c, const char *prefix)
 	long long num;
 
 	snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, prefix);
-	int n = scandir(dir, &names, NULL, alphasort);
+	int n = scandir(dir, &names, NULL, versionsort);
 	if (n < 0)
 		return;
 	for (int i = 0; i < n; i++) {
 		struct tier_step_info info;
-		char vstep[PATH_MAX];
+		char vstep[PATH_MAX], err[512];
 		if (ip_path_step_number(names[i]->d_name, &num) &&
 		    snprintf(vstep, sizeof(vstep), "%s/%s", prefix, names[i]->d_name) <
 			    (int)sizeof(vstep) &&
-		    tier_step_eval(c, vstep, &info) == TIER_OK)
-			printf("%-40s %-10s %7lld %14lld\n", vstep, tier_state_name(info.state),
-			       info.files, info.bytes);
+		    tier_step_eval(c, vstep, &info) == TIER_OK) {
+			tier_up_last_error(c, vstep, err, sizeof(err));
+			printf("%-40s %-11s %7lld %14lld %14llu %s\n", vstep, shown_state(c, &info, num),
+			       info.files, info.bytes,
+			       (unsigned long long)tier_up_journal_bytes(c, vstep),
+			       err[0] ? err : "-");
+		}
 		free(names[i]);
 	}
 	free(names);
@@ -196,10 +237,125 @@ static int cmd_ls(int argc, char **argv)
 	int rc = load_settings(&c, 1, 0);
 	if (rc)
 		return rc;
-	printf("%-40s %-10s %7s %14s\n", "PATH", "STATE", "FILES", "BYTES");
+	printf("%-40s %-11s %7s %14s %14s %s\n", "PATH", "STATE", "FILES", "BYTES", "UPLOADED",
+	       "ERROR");
 	for (int i = 0; i < c.n_prefixes; i++)
 		ls_prefix(&c, c.prefixes[i]);
 	return 0;
+}
+
+/* Counts the S3-bound committed steps not yet PERSISTED (and FAILED ones) from the tier's state;
+ * with report, prints one line per such step to stderr. */
+static int flush_pending(const struct cfg *c, int *failed, int report)
+{
+	int pending = 0;
+
+	*failed = 0;
+	for (int p = 0; p < c->n_prefixes; p++) {
+		char dir[PATH_MAX + 8];
+		struct dirent **names;
+		long long num;
+		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
+		int n = scandir(dir, &names, NULL, versionsort);
+		for (int i = 0; i < n; i++) {
+			struct tier_step_info info;
+			char vstep[PATH_MAX], err[512];
+			if (ip_path_step_number(names[i]->d_name, &num) &&
+			    num % c->s3_every_n_steps == 0 &&
+			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
+				     names[i]->d_name) < (int)sizeof(vstep) &&
+			    tier_step_eval(c, vstep, &info) == TIER_OK &&
+			    info.state >= TIER_STEP_COMMITTED && info.state != TIER_STEP_PERSISTED) {
+				pending++;
+				*failed += info.state == TIER_STEP_FAILED;
+				if (report) {
+					tier_up_last_error(c, vstep, err, sizeof(err));
+					fprintf(stderr, "tierckpt: %s not in S3: %s%s%s\n", vstep,
+						tier_state_name(info.state), err[0] ? ": " : "", err);
+				}
+			}
+			free(names[i]);
+		}
+		if (n >= 0)
+			free(names);
+	}
+	return pending;
+}
+
+static int cmd_flush(int argc, char **argv)
+{
+	struct cfg c;
+	long timeout_s = 600;
+	char path[PATH_MAX], msg[512];
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	struct tier_up *u = NULL;
+	int failed = 0, rc;
+
+	for (int i = 0; i < argc; i++) {
+		char *end;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(usage_flush, stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
+			timeout_s = strtol(argv[++i], &end, 10);
+			if (*end || timeout_s < 0) {
+				fprintf(stderr, "tierckpt: --timeout \"%s\": must be seconds >= 0\n",
+					argv[i]);
+				return EXIT_USAGE;
+			}
+			continue;
+		}
+		fputs(usage_flush, stderr);
+		return EXIT_USAGE;
+	}
+	rc = load_settings(&c, 1, 1);
+	if (rc)
+		return rc;
+	if (!c.s3_base_path[0]) {
+		printf("tierckpt: no TIERCKPT_S3_BASE_PATH: nothing to flush (memory only)\n");
+		return 0;
+	}
+	long long deadline = tier_now_ms() + timeout_s * 1000;
+	if (tier_up_leader_path(&c, path, sizeof(path)))
+		return EXIT_USAGE;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	int leading = fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0;
+	for (int first = 1;; first = 0) {
+		if (!leading && fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0)
+			leading = 1; /* the job's uploader is gone: take over */
+		if (leading && !u) {
+			if (tier_up_new(&c, &u, msg, sizeof(msg))) {
+				fprintf(stderr, "tierckpt: cannot upload: %s\n", msg);
+				rc = 1;
+				break;
+			}
+		}
+		int pending;
+		if (leading) {
+			struct tier_up_stats st;
+			/* retry FAILED steps at once on the first pass: flush is asked for now */
+			tier_up_pass(u, first, &st);
+			pending = st.pending;
+			failed = st.failed;
+		} else {
+			pending = flush_pending(&c, &failed, 0);
+		}
+		if (pending == 0) {
+			rc = 0;
+			break;
+		}
+		if ((leading && failed) || tier_now_ms() >= deadline) {
+			flush_pending(&c, &failed, 1);
+			rc = 1;
+			break;
+		}
+		usleep(leading ? 500000 : 200000);
+	}
+	tier_up_free(u);
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -212,10 +368,13 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "ls"))
 		return cmd_ls(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "flush"))
+		return cmd_flush(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "help")) {
-		const char *u = argc > 2 && !strcmp(argv[2], "run") ? usage_run
-				: argc > 2 && !strcmp(argv[2], "ls") ? usage_ls
-								     : usage_main;
+		const char *u = argc > 2 && !strcmp(argv[2], "run")	? usage_run
+				: argc > 2 && !strcmp(argv[2], "ls")	? usage_ls
+				: argc > 2 && !strcmp(argv[2], "flush") ? usage_flush
+									: usage_main;
 		fputs(u, stdout);
 		return 0;
 	}

@@ -138,4 +138,4 @@ show("listing", sorted(os.listdir(P + "/step_1")), get(P + "/step_1/b"))
                        text=True, timeout=60)
     rows = {l.split()[0]: l.split() for l in r.stdout.splitlines()[1:] if l.strip()}
     row = rows.get(f"{sc.P}/step_1")
-    assert row and row[1] == "COMMITTED" and row[2] == "4", f"tierckpt ls:\n{r.stdout}"
+    assert row and row[1] == "MEMORY-ONLY" and row[2] == "4", f"tierckpt ls:\n{r.stdout}"

@@ -1,5 +1,5 @@
 """Step directories and `tierckpt ls` (DESIGN.md section 4): which dirs are steps, WRITING until
-the commit marker is created+closed or renamed into place, COMMITTED after; FILES and BYTES are
+the commit marker is created+closed or renamed into place, committed after (MEMORY-ONLY in `tierckpt ls`: these runs have no S3); FILES and BYTES are
 what the tier holds; without a marker a step commits after an idle period with no file of it open
 for writing, also when its writer was killed."""
 
@@ -54,8 +54,8 @@ f.close()
     assert while_open.get(f"{P}/iter_4", [None, None])[1] == "WRITING", \
         f"a step whose marker is still open must be WRITING:\n{r.out}"
     rows, raw = ls(sc, **NO_IDLE)
-    want = {f"{P}/step_1": "COMMITTED", f"{P}/checkpoint-2": "COMMITTED",
-            f"{P}/global_step3": "WRITING", f"{P}/iter_4": "COMMITTED"}
+    want = {f"{P}/step_1": "MEMORY-ONLY", f"{P}/checkpoint-2": "MEMORY-ONLY",
+            f"{P}/global_step3": "WRITING", f"{P}/iter_4": "MEMORY-ONLY"}
     assert {k: v[1] for k, v in rows.items()} == want, f"tierckpt ls:\n{raw}"
     for vpath in want:
         nfiles, nbytes = tier_stats(sc, vpath)
@@ -70,7 +70,7 @@ def test_custom_commit_marker(sc):
                     env={**NO_IDLE, "TIERCKPT_COMMIT_MARKER": "DONE"})
     assert r.rc == 0, r
     rows, raw = ls(sc, TIERCKPT_COMMIT_MARKER="DONE", **NO_IDLE)
-    assert rows[f"{sc.P}/step_1"][1] == "WRITING" and rows[f"{sc.P}/step_2"][1] == "COMMITTED", raw
+    assert rows[f"{sc.P}/step_1"][1] == "WRITING" and rows[f"{sc.P}/step_2"][1] == "MEMORY-ONLY", raw
 
 
 def _wait_state(sc, vpath, state, env, timeout_s=15):
@@ -90,9 +90,9 @@ def test_step_without_marker_commits_after_idle_period(sc):
                     env=env)
     assert r.rc == 0, r
     vpath = f"{sc.P}/step_5"
-    _wait_state(sc, vpath, "COMMITTED", env)
+    _wait_state(sc, vpath, "MEMORY-ONLY", env)
     rows, raw = ls(sc, **env)
-    assert rows.get(vpath, [None, None])[1] == "COMMITTED", f"no idle commit within 15s:\n{raw}"
+    assert rows.get(vpath, [None, None])[1] == "MEMORY-ONLY", f"no idle commit within 15s:\n{raw}"
 
 
 def test_step_with_file_open_for_writing_stays_writing(sc):
@@ -122,8 +122,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 '''], env=env)
     assert r.rc == -9, r
     vpath = f"{sc.P}/step_8"
-    _wait_state(sc, vpath, "COMMITTED", env)
+    _wait_state(sc, vpath, "MEMORY-ONLY", env)
     rows, raw = ls(sc, **env)
-    assert rows.get(vpath, [None, None])[1] == "COMMITTED", \
+    assert rows.get(vpath, [None, None])[1] == "MEMORY-ONLY", \
         f"a killed writer must not keep its step WRITING forever:\n{raw}"
     assert (int(rows[vpath][2]), int(rows[vpath][3])) == (1, 7), raw

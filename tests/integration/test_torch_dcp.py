@@ -1,7 +1,7 @@
 """PyTorch DCP (Debian's torch 1.13 under /usr/bin/python3): 2 processes over gloo on CPU save
 step_1..3 with FileSystemWriter under the prefix, then a second run loads them back with
 FileSystemReader.  Compared with the tmpfs oracle (where save and load share one mount namespace,
-since the tmpfs dies with it); `tierckpt ls` then shows the 3 steps COMMITTED with their files."""
+since the tmpfs dies with it); `tierckpt ls` then shows the 3 steps committed (MEMORY-ONLY: no S3 here) with their files."""
 
 import os
 import subprocess
@@ -72,7 +72,7 @@ def test_dcp_save_load_two_ranks_gloo_matches_tmpfs_and_ls_shows_committed_steps
         assert ".metadata" in files and ".metadata.tmp" not in files, files
         assert vpath in by_path, f"tierckpt ls does not list {vpath}:\n{raw.out}"
         row = by_path[vpath]
-        assert row[1] == "COMMITTED", f"step_{n} is {row[1]}, not COMMITTED:\n{raw.out}"
+        assert row[1] == "MEMORY-ONLY", f"step_{n} is {row[1]}, not MEMORY-ONLY (committed, no S3):\n{raw.out}"
         assert int(row[2]) == len(files), f"step_{n}: FILES {row[2]}, tier holds {files}"
         assert int(row[3]) == sum(os.path.getsize(os.path.join(tdir, f)) for f in files), \
             f"step_{n}: BYTES {row[3]} is not the sum of the file sizes:\n{raw.out}"
