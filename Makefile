@@ -45,6 +45,7 @@ S3_TOOL_SRCS  := tools/s3_tool.c
 UPLOAD_SRCS   := tiering/tier_upload.c $(S3_SRCS) $(S3_CLIENT_SRCS)
 UNIT_SRCS     := tests/unit/test_path.c tests/unit/test_cfg.c tests/unit/test_sigv4.c
 BENCH_SRCS    := tools/bench_files.c
+START_SRCS    := tools/bench_start.c
 
 COMMON_SRCS := $(CONFIG_SRCS) $(TIERING_SRCS) $(INTERPOSE_LIB)
 
@@ -80,7 +81,7 @@ $(VERSCRIPT): $(SYMS)
 $(LIB): $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(VERSCRIPT)
 	$(call say,LD,$@)
 	$(Q)$(CC) -shared -o $@ $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(LDFLAGS) \
-	    -Wl,--version-script=$(VERSCRIPT) -Wl,-z,now -Wl,-z,nodelete $(PKG_LIBS) -ldl -pthread
+	    -Wl,--version-script=$(VERSCRIPT) -Wl,-z,nodelete -Wl,--as-needed -ldl -pthread
 
 $(UPLIB_MAP):
 	@mkdir -p $(dir $@)
@@ -102,6 +103,10 @@ $(UNIT): $(call obj,$(COMMON_SRCS) $(S3_SRCS) $(UNIT_SRCS))
 $(S3_TOOL): $(call obj,$(S3_SRCS) $(S3_CLIENT_SRCS) $(S3_TOOL_SRCS))
 	$(call say,LD,$@)
 	$(Q)$(CC) -o $@ $^ $(LDFLAGS) -lcurl -lcrypto -pthread
+
+$(BUILD)/bench_start: $(call obj,$(START_SRCS))
+	$(call say,LD,$@)
+	$(Q)$(CC) -o $@ $^ $(LDFLAGS)
 
 $(BENCH): $(call obj,$(BENCH_SRCS))
 	$(call say,LD,$@)
@@ -130,7 +135,7 @@ test-asan: deps
 	$(Q)cd tests/integration && TIERCKPT_BUILD=$(abspath build/asan) TIERCKPT_TEST_ASAN=1 \
 	    $(PYTHON) -m pytest -q -p no:cacheprovider .
 
-bench: all $(BENCH)
+bench: all $(BENCH) $(BUILD)/bench_start
 	$(Q)tools/bench.sh $(abspath $(BUILD))
 
 demo: deps

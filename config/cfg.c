@@ -30,7 +30,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dlfcn.h>
 #include <glib.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,6 +257,46 @@ static int tier_root_path(const char *shm_dir, char *out, size_t outsz)
  */
 
 /*
+ * GLib's key-file parser, loaded on first use.  The shim lives in every process of the job and
+ * almost none of them reads a settings file, so the library does not link GLib (it would add
+ * GLib's and PCRE's loading and relocations to the start of every process, /bin/true included).
+ */
+struct cfg_glib {
+	GKeyFile *(*key_file_new)(void);
+	gboolean (*key_file_load_from_file)(GKeyFile *, const gchar *, GKeyFileFlags, GError **);
+	gboolean (*key_file_has_group)(GKeyFile *, const gchar *);
+	gchar **(*key_file_get_keys)(GKeyFile *, const gchar *, gsize *, GError **);
+	gchar *(*key_file_get_string)(GKeyFile *, const gchar *, const gchar *, GError **);
+	void (*key_file_free)(GKeyFile *);
+	void (*error_free)(GError *);
+	void (*strfreev)(gchar **);
+	void (*free)(gpointer);
+};
+
+static struct cfg_glib glib_fns;
+static pthread_once_t glib_once = PTHREAD_ONCE_INIT;
+static int glib_ok;
+
+static void glib_load(void)
+{
+	void *h = dlopen("libglib-2.0.so.0", RTLD_NOW | RTLD_LOCAL);
+	struct cfg_glib *g = &glib_fns;
+
+	if (!h)
+		return;
+#define GLIB_SYM(field, name) (*(void **)&g->field = dlsym(h, name)) != NULL
+	glib_ok = GLIB_SYM(key_file_new, "g_key_file_new") &&
+		  GLIB_SYM(key_file_load_from_file, "g_key_file_load_from_file") &&
+		  GLIB_SYM(key_file_has_group, "g_key_file_has_group") &&
+		  GLIB_SYM(key_file_get_keys, "g_key_file_get_keys") &&
+		  GLIB_SYM(key_file_get_string, "g_key_file_get_string") &&
+		  GLIB_SYM(key_file_free, "g_key_file_free") &&
+		  GLIB_SYM(error_free, "g_error_free") && GLIB_SYM(strfreev, "g_strfreev") &&
+		  GLIB_SYM(free, "g_free");
+#undef GLIB_SYM
+}
+
+/*
  * load_file - reads the file named by TIERCKPT_CONFIG (already in c->config_file) into s.
  * Returns CFG_OK, CFG_EIO (missing/unparsable file) or CFG_EINVAL (no [tierckpt] group, an
  * unknown key, a value GKeyFile cannot decode).  Frees its GKeyFile before returning; the caller
@@ -262,24 +304,30 @@ static int tier_root_path(const char *shm_dir, char *out, size_t outsz)
  */
 static int load_file(struct cfg *c, struct cfg_src *s)
 {
-	GKeyFile *kf = g_key_file_new();
+	const struct cfg_glib *g = &glib_fns;
 	GError *gerr = NULL;
 	gchar **keys = NULL;
 	char msg[400];
 	int rc = CFG_OK;
 
-	if (!g_key_file_load_from_file(kf, c->config_file, G_KEY_FILE_NONE, &gerr)) {
+	pthread_once(&glib_once, glib_load);
+	if (!glib_ok)
+		return cfg_fail(c, CFG_EIO, "TIERCKPT_CONFIG", c->config_file, 0,
+				"reading a settings file needs GLib (libglib-2.0.so.0), which "
+				"cannot be loaded");
+	GKeyFile *kf = g->key_file_new();
+	if (!g->key_file_load_from_file(kf, c->config_file, G_KEY_FILE_NONE, &gerr)) {
 		rc = cfg_fail(c, CFG_EIO, "TIERCKPT_CONFIG", c->config_file, 0,
 			      "cannot read the settings file: %s",
 			      show(gerr ? gerr->message : "unknown error", msg, sizeof(msg)));
 		goto out;
 	}
-	if (!g_key_file_has_group(kf, CFG_INI_GROUP)) {
+	if (!g->key_file_has_group(kf, CFG_INI_GROUP)) {
 		rc = cfg_fail(c, CFG_EINVAL, "TIERCKPT_CONFIG", c->config_file, 0,
 			      "the settings file has no [" CFG_INI_GROUP "] group");
 		goto out;
 	}
-	keys = g_key_file_get_keys(kf, CFG_INI_GROUP, NULL, &gerr);
+	keys = g->key_file_get_keys(kf, CFG_INI_GROUP, NULL, &gerr);
 	if (!keys) {
 		rc = cfg_fail(c, CFG_EIO, "TIERCKPT_CONFIG", c->config_file, 0,
 			      "cannot read the settings file: %s",
@@ -301,7 +349,7 @@ static int load_file(struct cfg *c, struct cfg_src *s)
 		}
 		if (s->file_val[i])
 			continue; /* a repeated key: GKeyFile already returns the last one */
-		s->file_val[i] = g_key_file_get_string(kf, CFG_INI_GROUP, *k, &gerr);
+		s->file_val[i] = g->key_file_get_string(kf, CFG_INI_GROUP, *k, &gerr);
 		if (!s->file_val[i]) {
 			rc = cfg_fail(c, CFG_EINVAL, "TIERCKPT_CONFIG", c->config_file, 0,
 				      "cannot read key \"%s\": %s", *k,
@@ -312,9 +360,10 @@ static int load_file(struct cfg *c, struct cfg_src *s)
 	}
 out:
 	if (gerr)
-		g_error_free(gerr);
-	g_strfreev(keys);
-	g_key_file_free(kf);
+		g->error_free(gerr);
+	if (keys)
+		g->strfreev(keys);
+	g->key_file_free(kf);
 	return rc;
 }
 
@@ -708,7 +757,8 @@ out:
 	if (rc)
 		c->active = 0; /* a failed config never redirects anything */
 	for (int i = 0; i < K_COUNT; i++)
-		g_free(s.file_val[i]);
+		if (s.file_val[i])
+			glib_fns.free(s.file_val[i]);
 	return rc;
 }
 

@@ -216,6 +216,8 @@ static int mkdirs(char *path, mode_t mode, mode_t last_mode)
 {
 	struct stat st;
 
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return 0; /* the common case at every start: one system call */
 	for (char *p = strchr(path + 1, '/'); p; p = strchr(p + 1, '/')) {
 		*p = '\0';
 		int rc = mkdir(path, mode);
