@@ -72,6 +72,8 @@ void *ip_real_load(void **slot, const char *name)
  * threads never wait for any of it, except at exit (bounded by TIERCKPT_EXIT_WAIT_S).
  */
 static struct {
+	int exiting; /* atomic: the process is in exit(): a candidate must not start uploading */
+	int starting; /* atomic: the lock is ours and the uploader is being loaded */
 	int armed;   /* atomic: this process started its candidate thread */
 	int leading; /* atomic: it holds the leader lock */
 	int lockfd;
@@ -111,6 +113,9 @@ static void leader_kick(void)
 	pthread_mutex_unlock(&leader.mu);
 }
 
+static void leader_exit_wait(void);
+static void leader_atexit(void);
+
 static void *leader_main(void *arg)
 {
 	char path[PATH_MAX], lib[PATH_MAX];
@@ -137,6 +142,12 @@ static void *leader_main(void *arg)
 			return NULL;
 		}
 	leader.lockfd = fd;
+	__atomic_store_n(&leader.starting, 1, __ATOMIC_RELEASE);
+	/* registered now, after whatever the program registered so far (an OpenSSL clean-up
+	 * among them): exit handlers run newest first, so ours waits before those run */
+	atexit(leader_atexit);
+	if (__atomic_load_n(&leader.exiting, __ATOMIC_ACQUIRE))
+		goto fail; /* too late: the next process or `tierckpt flush` uploads */
 	char *slash = strrchr(ip_g.lib_path, '/');
 	if (!slash || snprintf(lib, sizeof(lib), "%.*s/libtierckpt-upload.so",
 			       (int)(slash - ip_g.lib_path), ip_g.lib_path) >= (int)sizeof(lib))
@@ -153,8 +164,14 @@ static void *leader_main(void *arg)
 		goto fail;
 	}
 	leader.ctl.wait = leader_wait;
+	leader.ctl.before_exit = leader_exit_wait;
 	__atomic_store_n(&leader.ctl.pending, -1, __ATOMIC_RELEASE);
 	__atomic_store_n(&leader.leading, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&leader.starting, 0, __ATOMIC_RELEASE);
+	if (__atomic_load_n(&leader.exiting, __ATOMIC_ACQUIRE)) {
+		__atomic_store_n(&leader.leading, 0, __ATOMIC_RELEASE);
+		goto fail;
+	}
 	log_info("this process leads the uploads of namespace %s", ip_g.cfg.namespace_);
 	up_main(&ip_g.cfg, &leader.ctl);
 	return NULL;
@@ -162,6 +179,7 @@ fail:
 	/* give the lock back: another process may have what this one lacks */
 	leader.lockfd = -1;
 	close(fd);
+	__atomic_store_n(&leader.starting, 0, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -181,10 +199,50 @@ static void leader_arm(void)
 	pthread_attr_destroy(&attr);
 }
 
-/* At exit, a leader waits (bounded) for one full pass that finds nothing left to upload. */
-static void leader_atexit(void)
+/* Logs, one line each, the steps bound for S3 that are not there yet (at exit). */
+static void log_unfinished(void)
 {
-	if (!__atomic_load_n(&leader.leading, __ATOMIC_ACQUIRE))
+	const struct cfg *c = &ip_g.cfg;
+
+	for (int p = 0; p < c->n_prefixes; p++) {
+		char dir[PATH_MAX + 8];
+		struct dirent **names;
+		long long num;
+		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
+		int n = scandir(dir, &names, NULL, versionsort);
+		for (int i = 0; i < n; i++) {
+			struct tier_step_info info;
+			char vstep[PATH_MAX];
+			if (ip_path_step_number(names[i]->d_name, &num) &&
+			    num % c->s3_every_n_steps == 0 &&
+			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
+				     names[i]->d_name) < (int)sizeof(vstep) &&
+			    tier_step_eval(c, vstep, &info) == TIER_OK &&
+			    info.state >= TIER_STEP_COMMITTED && info.state != TIER_STEP_PERSISTED)
+				log_warn("exiting before %s is in S3 (%s); it stays in the tier for the "
+					 "next uploader or `tierckpt flush`", vstep,
+					 tier_state_name(info.state));
+			free(names[i]);
+		}
+		if (n >= 0)
+			free(names);
+	}
+}
+
+/* A leader's exit: wait (bounded by TIERCKPT_EXIT_WAIT_S) for one full pass that finds nothing
+ * left in progress, then stop the uploader (transfers in flight are cancelled: the journal
+ * resumes them) and wait briefly until it no longer uses S3.  Runs once, from our atexit
+ * handler or from OpenSSL's clean-up, whichever comes first. */
+static void leader_exit_wait(void)
+{
+	static int done;
+
+	__atomic_store_n(&leader.exiting, 1, __ATOMIC_RELEASE);
+	/* a candidate that just got the lock finishes starting (or gives up) first */
+	for (int i = 0; i < 100 && __atomic_load_n(&leader.starting, __ATOMIC_ACQUIRE); i++)
+		usleep(20000);
+	if (!__atomic_load_n(&leader.leading, __ATOMIC_ACQUIRE) ||
+	    __atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
 		return;
 	IP_GUARD_ENTER();
 	long long deadline = tier_now_ms() + ip_g.cfg.exit_wait_s * 1000;
@@ -195,16 +253,24 @@ static void leader_atexit(void)
 		if (passes > p0 + 1 && pending <= 0)
 			break;
 		if (tier_now_ms() >= deadline) {
-			log_warn("exiting with %d step(s) not yet in S3 after waiting %ld s; they stay "
-				 "in the tier for the next leader or `tierckpt flush`",
-				 pending > 0 ? pending : 1, ip_g.cfg.exit_wait_s);
+			log_warn("waited %ld s at exit for uploads (TIERCKPT_EXIT_WAIT_S)",
+				 ip_g.cfg.exit_wait_s);
 			break;
 		}
 		leader_kick();
 		usleep(50000);
 	}
 	__atomic_store_n(&leader.ctl.stop, 1, __ATOMIC_RELEASE);
+	leader_kick();
+	for (int i = 0; i < 60 && !__atomic_load_n(&leader.ctl.halted, __ATOMIC_ACQUIRE); i++)
+		usleep(50000);
+	log_unfinished();
 	IP_GUARD_LEAVE();
+}
+
+static void leader_atexit(void)
+{
+	leader_exit_wait();
 }
 
 /* ----------------------------------------------------------------------------------------------
@@ -285,7 +351,7 @@ static void atfork_child(void)
 	if (leader.lockfd >= 0)
 		close(leader.lockfd);
 	leader.lockfd = -1;
-	leader.armed = leader.leading = leader.kicked = 0;
+	leader.armed = leader.leading = leader.kicked = leader.starting = leader.exiting = 0;
 	memset(&leader.ctl, 0, sizeof(leader.ctl));
 	pthread_mutex_init(&leader.mu, NULL);
 	pthread_cond_init(&leader.cv, NULL);
@@ -346,7 +412,7 @@ static void ip_init(void)
 	ip_g.pid = getpid();
 	pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 	if (c->s3_base_path[0])
-		atexit(leader_atexit);
+		atexit(leader_atexit); /* and again when this process takes the lead (see there) */
 	mode = IP_MODE_ACTIVE;
 	__atomic_store_n(&ip_g.mode, mode, __ATOMIC_RELEASE);
 	ip_cwd_refresh();

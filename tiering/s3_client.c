@@ -79,13 +79,33 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* sleep_ms - sleep ms milliseconds, restarting after signals.  Any thread. */
-static void sleep_ms(uint64_t ms)
+/* cancelled - 1 when the owner of cfg asked every operation to stop.  Any thread. */
+static int cancelled(const struct s3_config *cfg)
 {
-	struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L };
+	return cfg->cancel && __atomic_load_n(cfg->cancel, __ATOMIC_ACQUIRE);
+}
 
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
+/* sleep_ms - sleep ms milliseconds (in 50 ms steps, ending early on cancellation), restarting
+ * after signals.  Any thread. */
+static void sleep_ms(const struct s3_config *cfg, uint64_t ms)
+{
+	while (ms > 0 && !cancelled(cfg)) {
+		uint64_t step = ms < 50 ? ms : 50;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
+		while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+			;
+		ms -= step;
+	}
+}
+
+/* xferinfo_cb - libcurl's progress callback: non-zero aborts the transfer when cancelled. */
+static int xferinfo_cb(void *p, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	(void)dt;
+	(void)dn;
+	(void)ut;
+	(void)un;
+	return cancelled(p);
 }
 
 /* xstrdup0 - strdup of s, NULL for NULL; *oom set on failure. */
@@ -146,6 +166,7 @@ const char *s3_rc_str(int rc)
 	case S3_EINTEGRITY: return "S3_EINTEGRITY";
 	case S3_EIO: return "S3_EIO";
 	case S3_EPROTO: return "S3_EPROTO";
+	case S3_ECANCELED: return "S3_ECANCELED";
 	}
 	return "S3_E?";
 }
@@ -1388,6 +1409,9 @@ static enum outcome attempt(struct s3_client *c, struct req *r)
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, stall_s > 0 ? stall_s : 1L);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, (void *)&c->cfg);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
 	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
@@ -1461,7 +1485,14 @@ static int req_run(struct s3_client *c, struct req *r)
 				 (double)(now_ms() - t0) / 1000.0);
 			break;
 		}
-		sleep_ms(sleep_for);
+		if (cancelled(&c->cfg))
+			break;
+		sleep_ms(&c->cfg, sleep_for);
+	}
+	if (cancelled(&c->cfg)) {
+		snprintf(c->errmsg, sizeof(c->errmsg), "%s: cancelled (the process is exiting or its "
+			 "deadline passed)", r->op);
+		return c->last_rc = S3_ECANCELED;
 	}
 	return c->last_rc ? c->last_rc : S3_EPROTO;
 }

@@ -51,6 +51,7 @@ enum s3_client_rc {
 	S3_EINTEGRITY, /* the server's ETag is not the checksum of what we sent */
 	S3_EIO,        /* reading or writing the local file failed (errno in s3_client_errno) */
 	S3_EPROTO,     /* a response we cannot understand (no ETag, malformed XML) */
+	S3_ECANCELED,  /* the owner cancelled the operation (s3_config.cancel) */
 };
 
 /* Limits of S3 multipart uploads, and our defaults. */
@@ -91,6 +92,10 @@ struct s3_config {
 	long retry_budget_ms;      /* no retry is started after this long since the operation began
 				    * (per object for s3_put_file; default 60000) */
 	char err[256];        /* s3_config_load_env's failure detail (no secret) */
+	/* cancellation: when non-NULL and *cancel becomes non-zero (any thread, atomically), a
+	 * transfer in progress is aborted within ~100 ms, no retry or backoff sleep starts, and the
+	 * operation fails with S3_ECANCELED.  Not owned. */
+	const int *cancel;
 };
 
 /*

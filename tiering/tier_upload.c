@@ -34,6 +34,7 @@
 
 struct tier_up {
 	const struct cfg *c;
+	const int *cancel;
 	struct s3_config s3;
 	char bucket[64];
 	char keyprefix[PATH_MAX]; /* "" or "a/b/" */
@@ -332,7 +333,8 @@ static int base_split(const char *base, char *bucket, size_t bsz, char *prefix, 
 	return 0;
 }
 
-int tier_up_new(const struct cfg *c, struct tier_up **out, char *msg, size_t msgsz)
+int tier_up_new(const struct cfg *c, const int *cancel, struct tier_up **out, char *msg,
+		size_t msgsz)
 {
 	struct tier_up *u = calloc(1, sizeof(*u));
 	int rc = TIER_UP_ECONFIG;
@@ -342,6 +344,7 @@ int tier_up_new(const struct cfg *c, struct tier_up **out, char *msg, size_t msg
 	if (!u)
 		return TIER_UP_ENOMEM;
 	u->c = c;
+	u->cancel = cancel;
 	if (base_split(c->s3_base_path, u->bucket, sizeof(u->bucket), u->keyprefix,
 		       sizeof(u->keyprefix))) {
 		snprintf(msg, msgsz, "TIERCKPT_S3_BASE_PATH=\"%s\" is not s3://bucket/prefix/",
@@ -352,6 +355,7 @@ int tier_up_new(const struct cfg *c, struct tier_up **out, char *msg, size_t msg
 		snprintf(msg, msgsz, "S3 settings: %s", u->s3.err);
 		goto fail;
 	}
+	u->s3.cancel = cancel;
 	u->n_clients = (int)(c->s3_concurrency > 0 ? c->s3_concurrency : 8);
 	if (u->n_clients > UP_WORKERS_MAX)
 		u->n_clients = UP_WORKERS_MAX;
@@ -579,7 +583,12 @@ static int count_node_reports(struct tier_up *u, const char *vstep, size_t plen,
 	return n;
 }
 
-enum { STEP_DONE, STEP_WAITING, STEP_FAILED };
+enum { STEP_DONE, STEP_WAITING, STEP_FAILED, STEP_CANCELLED };
+
+static int is_cancelled(const struct tier_up *u)
+{
+	return u->cancel && __atomic_load_n(u->cancel, __ATOMIC_ACQUIRE);
+}
 
 /* Uploads step vstep (under prefix index p): files, node report, marker last. */
 static int upload_step(struct tier_up *u, int p, const char *vstep)
@@ -670,6 +679,8 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 	log_info("%s persisted: %llu bytes sent in %lld ms", vstep, (unsigned long long)bytes, ms);
 	rc = STEP_DONE;
 out:
+	if (rc == STEP_FAILED && is_cancelled(u))
+		rc = STEP_CANCELLED; /* not a failure: resumed from the journal next time */
 	if (rc == STEP_FAILED) {
 		step_error(c, vstep, "%s", err[0] ? err : "unknown error");
 		tier_step_set(c->tier_dir, vstep, TIER_STEP_FAILED, NULL);
@@ -712,10 +723,14 @@ int tier_up_pass(struct tier_up *u, int force, struct tier_up_stats *st)
 				free(names[i]);
 				continue;
 			}
+			if (is_cancelled(u)) {
+				free(names[i]);
+				continue;
+			}
 			int r = upload_step(u, p, vstep);
 			if (r == STEP_DONE)
 				st->pending--;
-			else if (r == STEP_WAITING)
+			else if (r == STEP_WAITING || r == STEP_CANCELLED)
 				st->waiting++;
 			else {
 				st->failed++;
@@ -732,6 +747,16 @@ int tier_up_pass(struct tier_up *u, int force, struct tier_up_stats *st)
  * the shim's entry point (libtierckpt-upload.so)
  */
 
+static struct tier_up_ctl *exit_ctl;
+
+/* OpenSSL's exit hook: runs inside OPENSSL_cleanup() before OpenSSL tears itself down, whoever
+ * triggers it (the host program's own OpenSSL use registers that atexit, maybe before ours). */
+static void crypto_exit_hook(void)
+{
+	if (exit_ctl && exit_ctl->before_exit)
+		exit_ctl->before_exit();
+}
+
 __attribute__((visibility("default"))) int tierckpt_upload_main(const struct cfg *c,
 								  struct tier_up_ctl *ctl)
 {
@@ -741,12 +766,18 @@ __attribute__((visibility("default"))) int tierckpt_upload_main(const struct cfg
 
 	log_init(c); /* this library's own log state: same destination, level and tags */
 	/* OpenSSL must not tear itself down in an atexit handler while this thread still works:
-	 * the shim's own exit handler waits for the uploads, and atexit runs newest first */
-	OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
+	 * initialise it without one, and have any clean-up first run the shim's exit wait */
+	if (!OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL)) {
+		/* the host program's OpenSSL has been cleaned up: it is exiting */
+		__atomic_store_n(&ctl->halted, 1, __ATOMIC_RELEASE);
+		return 0;
+	}
+	exit_ctl = ctl;
+	OPENSSL_atexit(crypto_exit_hook);
 	while (!__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE)) {
 		if (!u && tier_now_ms() - last_config_try >= c->s3_retry_s * 1000) {
 			last_config_try = tier_now_ms();
-			if (tier_up_new(c, &u, msg, sizeof(msg)))
+			if (tier_up_new(c, &ctl->stop, &u, msg, sizeof(msg)))
 				log_error("uploader cannot start: %s; committed steps stay in memory "
 					  "and are retried in %ld s", msg, c->s3_retry_s);
 		}
@@ -755,10 +786,14 @@ __attribute__((visibility("default"))) int tierckpt_upload_main(const struct cfg
 			tier_up_pass(u, 0, &st);
 			/* failed steps wait for their retry: an exiting leader does not wait for them */
 			__atomic_store_n(&ctl->pending, st.pending - st.failed, __ATOMIC_RELEASE);
+		} else {
+			__atomic_store_n(&ctl->pending, 0, __ATOMIC_RELEASE);
 		}
 		__atomic_add_fetch(&ctl->passes, 1, __ATOMIC_RELEASE);
-		ctl->wait(500);
+		if (!__atomic_load_n(&ctl->stop, __ATOMIC_ACQUIRE))
+			ctl->wait(500);
 	}
 	tier_up_free(u);
+	__atomic_store_n(&ctl->halted, 1, __ATOMIC_RELEASE);
 	return 0;
 }

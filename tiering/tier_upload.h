@@ -47,8 +47,11 @@ struct tier_up_stats {
 };
 
 /* tier_up_new - an uploader for the config c (the S3 client settings come from the AWS
- * environment).  Returns TIER_UP_OK, or TIER_UP_ECONFIG with msg (size msgsz) saying why. */
-int tier_up_new(const struct cfg *c, struct tier_up **out, char *msg, size_t msgsz);
+ * environment).  cancel (may be NULL): when *cancel becomes non-zero, transfers in progress stop
+ * within ~100 ms and the pass returns, leaving the interrupted step as it was (resumable).
+ * Returns TIER_UP_OK, or TIER_UP_ECONFIG with msg (size msgsz) saying why. */
+int tier_up_new(const struct cfg *c, const int *cancel, struct tier_up **out, char *msg,
+		size_t msgsz);
 
 /* tier_up_free - NULL is fine. */
 void tier_up_free(struct tier_up *u);
@@ -72,7 +75,12 @@ int tier_up_leader_path(const struct cfg *c, char *out, size_t outsz);
  * *stop, publishing the last pass's stats in *pending (atomic) and sleeping up to poll_ms
  * between passes (or until woken through the shim's condition variable, see ip_core.c). */
 struct tier_up_ctl {
-	int stop;            /* atomic: set by the shim at exit (after its bounded wait) */
+	int stop;            /* atomic: set by the shim at exit (after its bounded wait); also
+			      * cancels the transfers in progress */
+	int halted;          /* atomic: set by the uploader when it has stopped using S3 */
+	void (*before_exit)(void); /* the shim's bounded exit wait; the uploader also runs it
+				    * from OpenSSL's own exit hook, so that a host program's
+				    * OpenSSL clean-up never runs under a working upload */
 	int pending;         /* atomic: steps still in progress after the last pass (pending less
 			      * failed), -1 before the first */
 	int passes;          /* atomic: passes completed */

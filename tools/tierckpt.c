@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,8 +283,27 @@ static int flush_pending(const struct cfg *c, int *failed, int report)
 	return pending;
 }
 
+/* flush's deadline: cancels the uploads in flight when it passes. */
+struct flush_watch {
+	long long deadline_ms;
+	int *cancel;
+};
+
+static void *flush_watchdog(void *arg)
+{
+	struct flush_watch *w = arg;
+
+	while (tier_now_ms() < w->deadline_ms)
+		usleep(50000);
+	__atomic_store_n(w->cancel, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
 static int cmd_flush(int argc, char **argv)
 {
+	static int cancel;
+	static struct flush_watch watch;
+	pthread_t wt;
 	struct cfg c;
 	long timeout_s = 600;
 	char path[PATH_MAX], msg[512];
@@ -319,13 +339,16 @@ static int cmd_flush(int argc, char **argv)
 	long long deadline = tier_now_ms() + timeout_s * 1000;
 	if (tier_up_leader_path(&c, path, sizeof(path)))
 		return EXIT_USAGE;
+	watch = (struct flush_watch){deadline, &cancel};
+	if (pthread_create(&wt, NULL, flush_watchdog, &watch) == 0)
+		pthread_detach(wt);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	int leading = fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0;
 	for (int first = 1;; first = 0) {
 		if (!leading && fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0)
 			leading = 1; /* the job's uploader is gone: take over */
 		if (leading && !u) {
-			if (tier_up_new(&c, &u, msg, sizeof(msg))) {
+			if (tier_up_new(&c, &cancel, &u, msg, sizeof(msg))) {
 				fprintf(stderr, "tierckpt: cannot upload: %s\n", msg);
 				rc = 1;
 				break;

@@ -10,7 +10,8 @@ connections dropped, a stall, a body damaged on the way, a 200 Complete carrying
 upload still lands byte-identical, while a non-retryable <Error> in a 200 Complete is a failure.
 
 DESIGN: one server per module (fixture `s3`), started on port 0 with a scratch data dir and
-bucket; each test uses its own key prefix.  Every run of the CLI gets a clean environment built
+bucket; each test uses its own key prefix.  The proxy and the file helpers live in s3lib.py
+(shared with test_durable.py).  Every run of the CLI gets a clean environment built
 from scratch (no AWS_* of the caller leaks in).  The proxy is a ThreadingHTTPServer on
 127.0.0.1 that replays a scripted list of faults, then forwards requests verbatim (Host header
 included, so the server's signature check still passes).  The whole module skips when node is
@@ -18,19 +19,16 @@ missing; a missing CLI build fails (not skips) its tests.
 """
 
 import hashlib
-import http.client
 import os
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from s3lib import FaultProxy, free_port, sha256, write_random
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -43,26 +41,6 @@ MiB = 1 << 20
 
 pytestmark = pytest.mark.skipif(shutil.which("node") is None,
                                 reason="node is missing: the local S3 server cannot run")
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def write_random(path, size, seed):
-    """A file of `size` pseudo-random bytes (deterministic per seed, fast)."""
-    out = bytearray()
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    i = 0
-    while len(out) < size:
-        out += hashlib.sha256(block[:64] + i.to_bytes(8, "little")).digest() + block[32:65536]
-        i += 1
-    Path(path).write_bytes(bytes(out[:size]))
-    return path
 
 
 class S3:
@@ -251,14 +229,6 @@ def test_missing_bucket(s3, tmp_path):
     assert "NoSuchBucket" in line and "no-such-bucket-here" in line
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_unreachable_endpoint_bounded(s3, tmp_path):
     src = write_random(tmp_path / "s", 1000, 8)
     env = s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
@@ -317,101 +287,6 @@ def test_credentials_from_home_config_file(s3, tmp_path):
 
 
 # --- fault injection -------------------------------------------------------------------------------
-
-SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-            b'<Message>Please reduce your request rate.</Message></Error>')
-
-
-class FaultProxy:
-    """HTTP proxy on 127.0.0.1 that applies scripted faults, then forwards to `upstream`.
-
-    faults: list of (match, action) consumed in order; match is "any", "part" (UploadPart),
-    "complete" (POST ?uploadId) and the first request that matches the head of the list gets
-    the action: "503" (SlowDown), "500", "drop" (close without a reply), "stall" (hold the
-    connection silent for 4 s), "corrupt" (forward with one body byte flipped),
-    "complete-error:<Code>" (reply 200 with an <Error> body without forwarding)."""
-
-    def __init__(self, upstream_port, faults, tls=None):
-        self.faults = list(faults)
-        self.lock = threading.Lock()
-        self.log = []
-        proxy = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def handle_any(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                kind = ("complete" if self.command == "POST" and "uploadId=" in self.path else
-                        "part" if self.command == "PUT" and "partNumber=" in self.path else
-                        "other")
-                action = None
-                with proxy.lock:
-                    if proxy.faults and proxy.faults[0][0] in ("any", kind):
-                        action = proxy.faults.pop(0)[1]
-                    proxy.log.append((self.command, self.path, action))
-                if action in ("503", "500"):
-                    self.reply(int(action), SLOWDOWN if action == "503" else
-                               b"<Error><Code>InternalError</Code><Message>x</Message></Error>")
-                    return
-                if action == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if action == "stall":
-                    time.sleep(4)
-                    self.close_connection = True
-                    return
-                if action and action.startswith("complete-error:"):
-                    code = action.split(":", 1)[1].encode()
-                    self.reply(200, b'<?xml version="1.0" encoding="UTF-8"?>\n\n<Error><Code>' +
-                               code + b"</Code><Message>injected</Message></Error>")
-                    return
-                if action == "corrupt" and body:
-                    body = bytes([body[0] ^ 0xFF]) + body[1:]
-                conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
-                hdrs = {k: v for k, v in self.headers.items()
-                        if k.lower() not in ("connection", "keep-alive")}
-                conn.request(self.command, self.path, body=body if n else None, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("connection", "keep-alive", "transfer-encoding",
-                                         "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            def reply(self, status, body):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        if tls:  # (certfile, keyfile): serve https
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(*tls)
-            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def proxy(s3):

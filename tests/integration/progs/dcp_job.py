@@ -10,8 +10,13 @@ with load_state_dict and FileSystemReader into zeroed tensors and checks them ag
 it would have saved.  The state has a replicated tensor and object (saved by the coordinator)
 and a ShardedTensor split by rows over the 2 ranks, so both ranks write data files.  The tools/torch_compat.py patch (Python 3.11 vs torch
 1.13 dataclasses) is applied first; TCT_TOOLS names the tools dir.
+
+Optional (test_durable.py): TCT_DCP_STEPS="2,4,6" saves/loads those steps instead of 1..STEPS;
+TCT_DCP_HASHES=1 makes rank 0 print `sha step_<N> <file> <sha256>` for every file of a step it
+saved, read back through the same paths (what the job itself wrote).
 """
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -81,7 +86,9 @@ def worker(mode, prefix, steps):
 
     dist.init_process_group("gloo", init_method="env://")
     rank = dist.get_rank()
-    for step in range(1, steps + 1):
+    only = os.environ.get("TCT_DCP_STEPS")
+    step_list = [int(x) for x in only.split(",")] if only else list(range(1, steps + 1))
+    for step in step_list:
         path = os.path.join(prefix, f"step_{step}")
         if mode in ("save", "both"):
             dcp.save_state_dict(make_state(torch, step, rank),
@@ -90,9 +97,14 @@ def worker(mode, prefix, steps):
             if rank == 0:
                 files = sorted((f, os.path.getsize(os.path.join(path, f))) for f in os.listdir(path))
                 print(f"saved step_{step}: {files}", flush=True)
+                if os.environ.get("TCT_DCP_HASHES") == "1":
+                    for f, _ in files:
+                        with open(os.path.join(path, f), "rb") as fh:
+                            print(f"sha step_{step} {f} {hashlib.sha256(fh.read()).hexdigest()}",
+                                  flush=True)
     dist.barrier()
     if mode in ("load", "both"):
-        for step in range(1, steps + 1):
+        for step in step_list:
             path = os.path.join(prefix, f"step_{step}")
             want = make_state(torch, step, rank)
             got = make_state(torch, step, rank, zero=True)
