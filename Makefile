@@ -137,6 +137,7 @@ test-asan: deps
 
 bench: all $(BENCH) $(BUILD)/bench_start
 	$(Q)tools/bench.sh $(abspath $(BUILD))
+	$(Q)tools/bench_upload.sh $(abspath $(BUILD))
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory all
