@@ -777,7 +777,7 @@ static int load_node_id(struct cfg *c, const struct cfg_src *s)
 			      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
 				*p = '_';
 		host[CFG_NAMESPACE_MAX] = '\0';
-		snprintf(c->node_id, sizeof(c->node_id), "%s", host);
+		snprintf(c->node_id, sizeof(c->node_id), "%.64s", host);
 		return CFG_OK;
 	}
 	size_t n = strnlen(v, CFG_NAMESPACE_MAX + 1);

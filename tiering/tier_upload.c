@@ -63,6 +63,8 @@ struct journal {
 	size_t n, cap;
 	int node_reported;       /* N */
 	int marker_done;         /* K */
+	long long start_ms;      /* S <ms>: the first attempt of this upload began */
+	long long end_ms;        /* T <ms>: the step became PERSISTED */
 	int empty;               /* no line at all */
 	char path[PATH_MAX];
 	pthread_mutex_t lock;    /* appends from part workers */
@@ -126,6 +128,13 @@ static void journal_line(struct journal *j, char *line)
 		return;
 	case 'K':
 		j->marker_done = 1;
+		return;
+	case 'S':
+		if (!j->start_ms)
+			sscanf(line, "S %lld", &j->start_ms);
+		return;
+	case 'T':
+		sscanf(line, "T %lld", &j->end_ms);
 		return;
 	case 'M': {
 		char id[1024];
@@ -230,13 +239,15 @@ static int journal_add(struct journal *j, const char *fmt, ...)
 	return rc;
 }
 
-uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep)
+uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep, double *mb_per_s)
 {
 	struct journal j;
 	uint64_t total = 0;
 	char path[PATH_MAX];
 	struct stat st;
 
+	if (mb_per_s)
+		*mb_per_s = 0;
 	if (journal_load(c, vstep, &j))
 		return 0;
 	for (size_t i = 0; i < j.n; i++) {
@@ -258,6 +269,9 @@ uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep)
 			total += b > (uint64_t)st.st_size ? (uint64_t)st.st_size : b;
 		}
 	}
+	long long end = j.end_ms ? j.end_ms : tier_now_ms();
+	if (mb_per_s && j.start_ms && end > j.start_ms)
+		*mb_per_s = (double)total / 1e6 / ((double)(end - j.start_ms) / 1000.0);
 	journal_fini(&j);
 	return total;
 }
@@ -615,7 +629,10 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 		goto out;
 	}
 	tier_step_set(c->tier_dir, vstep, TIER_STEP_UPLOADING, NULL);
-	if (j.empty) {
+	int fresh = j.empty;
+	if (!j.start_ms)
+		journal_add(&j, "S %lld", t0);
+	if (fresh) {
 		/* a fresh upload: an older marker of the same step must not stay visible */
 		if (object_key(u, vstep, plen, c->commit_marker, key, sizeof(key)) == 0 &&
 		    s3_object_delete(u->clients[0], u->bucket, key) &&
@@ -674,6 +691,7 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 			goto out;
 		journal_add(&j, "K");
 	}
+	journal_add(&j, "T %lld", tier_now_ms());
 	tier_step_set(c->tier_dir, vstep, TIER_STEP_PERSISTED, has_marker ? "marker" : "files");
 	long long ms = tier_now_ms() - t0;
 	log_info("%s persisted: %llu bytes sent in %lld ms", vstep, (unsigned long long)bytes, ms);

@@ -16,7 +16,8 @@
  *     P <part-index> <etag> <relpath>  one of its parts is in S3 (ETag = the part's MD5)
  *     F <size> <mtime-ns> <etag> <relpath>   the whole file is in S3
  *     N                                this node's report object is in S3 (several nodes)
- *     K                                the marker is in S3: the step is PERSISTED
+ *     K                                the marker is in S3
+ *     S <ms> / T <ms>                  the upload's first attempt began / the step is PERSISTED
  * Lines are written with one O_APPEND write each, so a reader never sees half a line; a torn
  * last line (no newline) is ignored.  The marker object goes last, and only once every expected
  * node has reported (<base>/<step>/.tierckpt/node-<id>), so S3 never shows a step as complete
@@ -62,8 +63,9 @@ void tier_up_free(struct tier_up *u);
 int tier_up_pass(struct tier_up *u, int force, struct tier_up_stats *st);
 
 /* tier_up_journal_bytes - bytes of the step already in S3 according to its journal (files done
- * plus parts done).  Any process. */
-uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep);
+ * plus parts done); *mb_per_s (may be NULL) gets the upload's throughput, from its first
+ * attempt to its end (or to now while it runs).  Any process. */
+uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep, double *mb_per_s);
 
 /* tier_up_last_error - the step's last upload error line into out ("" when none). */
 void tier_up_last_error(const struct cfg *c, const char *vstep, char *out, size_t outsz);

@@ -82,6 +82,7 @@ static const char *const usage_ls =
 	"  FILES      regular files in the step\n"
 	"  BYTES      their total size\n"
 	"  UPLOADED   bytes of the step already in S3\n"
+	"  MB/S       upload throughput (MB/s, from its first attempt to its end, or to now)\n"
 	"  ERROR      the last upload error, or -\n";
 
 static const char *const usage_flush =
@@ -216,10 +217,14 @@ static void ls_prefix(const struct cfg *c, const char *prefix)
 		    snprintf(vstep, sizeof(vstep), "%s/%s", prefix, names[i]->d_name) <
 			    (int)sizeof(vstep) &&
 		    tier_step_eval(c, vstep, &info) == TIER_OK) {
+			double mbs;
+			unsigned long long up = tier_up_journal_bytes(c, vstep, &mbs);
+			char rate[32] = "-";
+			if (mbs > 0)
+				snprintf(rate, sizeof(rate), "%.1f", mbs);
 			tier_up_last_error(c, vstep, err, sizeof(err));
-			printf("%-40s %-11s %7lld %14lld %14llu %s\n", vstep, shown_state(c, &info, num),
-			       info.files, info.bytes,
-			       (unsigned long long)tier_up_journal_bytes(c, vstep),
+			printf("%-40s %-11s %7lld %14lld %14llu %8s %s\n", vstep,
+			       shown_state(c, &info, num), info.files, info.bytes, up, rate,
 			       err[0] ? err : "-");
 		}
 		free(names[i]);
@@ -238,8 +243,8 @@ static int cmd_ls(int argc, char **argv)
 	int rc = load_settings(&c, 1, 0);
 	if (rc)
 		return rc;
-	printf("%-40s %-11s %7s %14s %14s %s\n", "PATH", "STATE", "FILES", "BYTES", "UPLOADED",
-	       "ERROR");
+	printf("%-40s %-11s %7s %14s %14s %8s %s\n", "PATH", "STATE", "FILES", "BYTES", "UPLOADED",
+	       "MB/S", "ERROR");
 	for (int i = 0; i < c.n_prefixes; i++)
 		ls_prefix(&c, c.prefixes[i]);
 	return 0;

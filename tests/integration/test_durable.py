@@ -182,14 +182,15 @@ class Durable:
         lines = [l for l in r.out.splitlines() if l.strip()]
         assert lines, f"tierckpt ls printed nothing: {r!r}"
         head = [h.upper() for h in lines[0].split()]
-        assert head[:5] == ["PATH", "STATE", "FILES", "BYTES", "UPLOADED"], \
-            f"tierckpt ls header is not `PATH STATE FILES BYTES UPLOADED ERROR...`:\n{r.out}"
+        assert head[:6] == ["PATH", "STATE", "FILES", "BYTES", "UPLOADED", "MB/S"], \
+            f"tierckpt ls header is not `PATH STATE FILES BYTES UPLOADED MB/S ERROR...`:\n{r.out}"
         rows = {}
         for l in lines[1:]:
-            f = l.split(None, 5)
+            f = l.split(None, 6)
             assert len(f) >= 5, f"short tierckpt ls row {l!r}:\n{r.out}"
             rows[f[0]] = {"state": f[1], "files": f[2], "bytes": f[3], "uploaded": f[4],
-                          "error": f[5].strip() if len(f) > 5 else "", "line": l}
+                          "rate": f[5] if len(f) > 5 else "",
+                          "error": f[6].strip() if len(f) > 6 else "", "line": l}
         return rows, r
 
     def vstep(self, n):
@@ -322,6 +323,9 @@ def test_dcp_ls_shows_persisted_and_memory_only(dcp):
             assert row["uploaded"] == row["bytes"], \
                 f"step_{n} PERSISTED but UPLOADED {row['uploaded']} != BYTES {row['bytes']}:\n{out}"
             assert row["error"] in ("-", ""), f"step_{n} PERSISTED with an error:\n{out}"
+            assert float(row["rate"]) > 0, f"step_{n} PERSISTED without a throughput:\n{out}"
+        else:
+            assert row["rate"] == "-", f"step_{n} never uploaded but shows a rate:\n{out}"
         assert int(row["files"]) == len(dcp.hashes[f"step_{n}"]), f"step_{n} FILES:\n{out}"
 
 

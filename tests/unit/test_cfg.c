@@ -34,7 +34,9 @@ static const char *const all_vars[] = {
 	"TIERCKPT_KEEP_STEPS",	 "TIERCKPT_COMMIT_MARKER",    "TIERCKPT_COMMIT_IDLE_MS",
 	"TIERCKPT_LOG_LEVEL",	 "TIERCKPT_LOG_FILE",	      "TIERCKPT_CONFIG",
 	"WORLD_SIZE",		 "RANK",		      "LOCAL_RANK",
-	"LOCAL_WORLD_SIZE",
+	"LOCAL_WORLD_SIZE",	 "TIERCKPT_NODES",	      "TIERCKPT_NODE_ID",
+	"TIERCKPT_S3_CONCURRENCY", "TIERCKPT_S3_PART_MB",     "TIERCKPT_EXIT_WAIT_S",
+	"TIERCKPT_S3_RETRY_S",
 };
 
 static void env_clear(void)
@@ -1255,4 +1257,58 @@ Test(log, before_init_goes_to_stderr)
 	cr_assert(strstr(text, " WARN tierckpt[") && strstr(text, " rank=- ns=-: early\n"),
 		  "text=%s", text);
 	cr_assert_null(strstr(text, "filtered"));
+}
+
+/* =============================================================================================
+ * the durable tier's settings
+ */
+
+Test(cfg, upload_defaults)
+{
+	load_ok();
+	cr_assert_eq(C.nodes, 1);
+	cr_assert_eq(C.s3_concurrency, 8);
+	cr_assert_eq(C.s3_part_mb, 8);
+	cr_assert_eq(C.exit_wait_s, 600);
+	cr_assert_eq(C.s3_retry_s, 30);
+	cr_assert_neq(C.node_id[0], '\0');
+}
+
+Test(cfg, nodes_from_torchrun_sizes)
+{
+	setenv("WORLD_SIZE", "16", 1);
+	setenv("LOCAL_WORLD_SIZE", "8", 1);
+	load_ok();
+	cr_assert_eq(C.nodes, 2);
+	setenv("TIERCKPT_NODES", "3", 1); /* the explicit setting wins */
+	load_ok();
+	cr_assert_eq(C.nodes, 3);
+}
+
+Test(cfg, upload_settings_refused)
+{
+	expect_bad("TIERCKPT_NODES", "0");
+	env_clear();
+	expect_bad("TIERCKPT_NODES", "two");
+	env_clear();
+	expect_bad("TIERCKPT_NODE_ID", "a/b");
+	env_clear();
+	expect_bad("TIERCKPT_NODE_ID", "..");
+	env_clear();
+	expect_bad("TIERCKPT_S3_CONCURRENCY", "0");
+	env_clear();
+	expect_bad("TIERCKPT_S3_CONCURRENCY", "257");
+	env_clear();
+	expect_bad("TIERCKPT_S3_PART_MB", "4");
+	env_clear();
+	expect_bad("TIERCKPT_EXIT_WAIT_S", "-1");
+	env_clear();
+	expect_bad("TIERCKPT_S3_RETRY_S", "0");
+}
+
+Test(cfg, node_id_accepted)
+{
+	setenv("TIERCKPT_NODE_ID", "node-7.a_b", 1);
+	load_ok();
+	cr_assert_str_eq(C.node_id, "node-7.a_b");
 }
