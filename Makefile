@@ -81,7 +81,7 @@ $(VERSCRIPT): $(SYMS)
 $(LIB): $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(VERSCRIPT)
 	$(call say,LD,$@)
 	$(Q)$(CC) -shared -o $@ $(call obj,$(COMMON_SRCS) $(SHIM_SRCS)) $(LDFLAGS) \
-	    -Wl,--version-script=$(VERSCRIPT) -Wl,-z,nodelete -Wl,--as-needed -ldl -pthread
+	    -Wl,--version-script=$(VERSCRIPT) -Wl,-z,nodelete -Wl,-z,noseparate-code -Wl,--as-needed -ldl -pthread
 
 $(UPLIB_MAP):
 	@mkdir -p $(dir $@)
