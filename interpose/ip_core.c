@@ -199,34 +199,25 @@ static void leader_arm(void)
 	pthread_attr_destroy(&attr);
 }
 
+/* tier_step_foreach callback: logs a step bound for S3 that is not there yet. */
+static int log_one_unfinished(const struct cfg *c, int p, const char *vstep, long long num,
+			      void *arg)
+{
+	struct tier_step_info info;
+
+	(void)p;
+	(void)arg;
+	if (num % c->s3_every_n_steps == 0 && tier_step_eval(c, vstep, &info) == TIER_OK &&
+	    info.state >= TIER_STEP_COMMITTED && info.state != TIER_STEP_PERSISTED)
+		log_warn("exiting before %s is in S3 (%s); it stays in the tier for the next "
+			 "uploader or `tierckpt flush`", vstep, tier_state_name(info.state));
+	return 0;
+}
+
 /* Logs, one line each, the steps bound for S3 that are not there yet (at exit). */
 static void log_unfinished(void)
 {
-	const struct cfg *c = &ip_g.cfg;
-
-	for (int p = 0; p < c->n_prefixes; p++) {
-		char dir[PATH_MAX + 8];
-		struct dirent **names;
-		long long num;
-		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
-		int n = scandir(dir, &names, NULL, versionsort);
-		for (int i = 0; i < n; i++) {
-			struct tier_step_info info;
-			char vstep[PATH_MAX];
-			if (ip_path_step_number(names[i]->d_name, &num) &&
-			    num % c->s3_every_n_steps == 0 &&
-			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
-				     names[i]->d_name) < (int)sizeof(vstep) &&
-			    tier_step_eval(c, vstep, &info) == TIER_OK &&
-			    info.state >= TIER_STEP_COMMITTED && info.state != TIER_STEP_PERSISTED)
-				log_warn("exiting before %s is in S3 (%s); it stays in the tier for the "
-					 "next uploader or `tierckpt flush`", vstep,
-					 tier_state_name(info.state));
-			free(names[i]);
-		}
-		if (n >= 0)
-			free(names);
-	}
+	tier_step_foreach(&ip_g.cfg, log_one_unfinished, NULL);
 }
 
 /* A leader's exit: wait (bounded by TIERCKPT_EXIT_WAIT_S) for one full pass that finds nothing

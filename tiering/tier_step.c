@@ -4,6 +4,7 @@
 #include "tiering/tier_step.h"
 
 #include <dirent.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -299,4 +300,30 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 		info->state = TIER_STEP_WRITING;
 	}
 	return TIER_OK;
+}
+
+int tier_step_foreach(const struct cfg *c,
+		      int (*fn)(const struct cfg *c, int p, const char *vstep, long long num,
+				void *arg),
+		      void *arg)
+{
+	int rc = 0;
+
+	for (int p = 0; p < c->n_prefixes && !rc; p++) {
+		char dir[PATH_MAX + 8], vstep[PATH_MAX];
+		struct dirent **names;
+		long long num;
+		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
+		int n = scandir(dir, &names, NULL, versionsort);
+		for (int i = 0; i < n; i++) {
+			if (!rc && ip_path_step_number(names[i]->d_name, &num) &&
+			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
+				     names[i]->d_name) < (int)sizeof(vstep))
+				rc = fn(c, p, vstep, num, arg);
+			free(names[i]);
+		}
+		if (n >= 0)
+			free(names);
+	}
+	return rc;
 }

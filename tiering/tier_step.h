@@ -86,6 +86,14 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 int tier_step_marker_current(const struct cfg *c, const char *vstep,
 			     const struct tier_step_info *known);
 
+/* tier_step_foreach - calls fn(c, p, vstep, num, arg) for every step directory of every prefix
+ * p in the tier (vstep: its virtual path, num: its number), in version order; stops at the first
+ * non-zero return of fn and returns it (0 when all ran).  Any thread. */
+int tier_step_foreach(const struct cfg *c,
+		      int (*fn)(const struct cfg *c, int p, const char *vstep, long long num,
+				void *arg),
+		      void *arg);
+
 /* tier_state_name - "WRITING", "COMMITTED", "UPLOADING", "PERSISTED", "FAILED" or "-". */
 const char *tier_state_name(int state);
 

@@ -708,57 +708,50 @@ out:
 	return rc;
 }
 
+/* One pass's context for the tier_step_foreach callback. */
+struct pass_ctx {
+	struct tier_up *u;
+	int force;
+	struct tier_up_stats *st;
+	int rc;
+};
+
+/* tier_step_foreach callback: uploads step vstep if it is due. */
+static int pass_one(const struct cfg *c, int p, const char *vstep, long long num, void *arg)
+{
+	struct pass_ctx *x = arg;
+	struct tier_step_info info;
+
+	if (num % c->s3_every_n_steps != 0 || tier_step_eval(c, vstep, &info) != TIER_OK ||
+	    info.state < TIER_STEP_COMMITTED || info.state == TIER_STEP_PERSISTED)
+		return 0;
+	x->st->pending++;
+	if (info.state == TIER_STEP_FAILED && !x->force &&
+	    tier_now_ms() - info.since_ms < c->s3_retry_s * 1000) {
+		x->st->failed++;
+		return 0;
+	}
+	if (is_cancelled(x->u))
+		return 0;
+	int r = upload_step(x->u, p, vstep);
+	if (r == STEP_DONE) {
+		x->st->pending--;
+	} else if (r == STEP_WAITING || r == STEP_CANCELLED) {
+		x->st->waiting++;
+	} else {
+		x->st->failed++;
+		x->rc = TIER_UP_EFAIL;
+	}
+	return 0;
+}
+
 int tier_up_pass(struct tier_up *u, int force, struct tier_up_stats *st)
 {
-	const struct cfg *c = u->c;
-	int rc = TIER_UP_OK;
+	struct pass_ctx x = {u, force, st, TIER_UP_OK};
 
 	memset(st, 0, sizeof(*st));
-	for (int p = 0; p < c->n_prefixes; p++) {
-		char dir[PATH_MAX + 8];
-		struct dirent **names;
-		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
-		int n = scandir(dir, &names, NULL, versionsort);
-		if (n < 0)
-			continue;
-		for (int i = 0; i < n; i++) {
-			struct tier_step_info info;
-			char vstep[PATH_MAX];
-			long long num;
-			if (!ip_path_step_number(names[i]->d_name, &num) ||
-			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
-				     names[i]->d_name) >= (int)sizeof(vstep) ||
-			    tier_step_eval(c, vstep, &info) != TIER_OK ||
-			    info.state < TIER_STEP_COMMITTED || info.state == TIER_STEP_PERSISTED ||
-			    num % c->s3_every_n_steps != 0) {
-				free(names[i]);
-				continue;
-			}
-			st->pending++;
-			if (info.state == TIER_STEP_FAILED && !force &&
-			    tier_now_ms() - info.since_ms < c->s3_retry_s * 1000) {
-				st->failed++;
-				free(names[i]);
-				continue;
-			}
-			if (is_cancelled(u)) {
-				free(names[i]);
-				continue;
-			}
-			int r = upload_step(u, p, vstep);
-			if (r == STEP_DONE)
-				st->pending--;
-			else if (r == STEP_WAITING || r == STEP_CANCELLED)
-				st->waiting++;
-			else {
-				st->failed++;
-				rc = TIER_UP_EFAIL;
-			}
-			free(names[i]);
-		}
-		free(names);
-	}
-	return rc;
+	tier_step_foreach(u->c, pass_one, &x);
+	return x.rc;
 }
 
 /* ----------------------------------------------------------------------------------------------

@@ -199,37 +199,24 @@ static const char *shown_state(const struct cfg *c, const struct tier_step_info 
 	return tier_state_name(info->state);
 }
 
-/* Lists the step dirs of one prefix. */
-static void ls_prefix(const struct cfg *c, const char *prefix)
+/* tier_step_foreach callback: one `ls` row. */
+static int ls_one(const struct cfg *c, int p, const char *vstep, long long num, void *arg)
 {
-	char dir[PATH_MAX + 8];
-	struct dirent **names;
-	long long num;
+	struct tier_step_info info;
+	char err[512], rate[32] = "-";
+	double mbs;
 
-	snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, prefix);
-	int n = scandir(dir, &names, NULL, versionsort);
-	if (n < 0)
-		return;
-	for (int i = 0; i < n; i++) {
-		struct tier_step_info info;
-		char vstep[PATH_MAX], err[512];
-		if (ip_path_step_number(names[i]->d_name, &num) &&
-		    snprintf(vstep, sizeof(vstep), "%s/%s", prefix, names[i]->d_name) <
-			    (int)sizeof(vstep) &&
-		    tier_step_eval(c, vstep, &info) == TIER_OK) {
-			double mbs;
-			unsigned long long up = tier_up_journal_bytes(c, vstep, &mbs);
-			char rate[32] = "-";
-			if (mbs > 0)
-				snprintf(rate, sizeof(rate), "%.1f", mbs);
-			tier_up_last_error(c, vstep, err, sizeof(err));
-			printf("%-40s %-11s %7lld %14lld %14llu %8s %s\n", vstep,
-			       shown_state(c, &info, num), info.files, info.bytes, up, rate,
-			       err[0] ? err : "-");
-		}
-		free(names[i]);
-	}
-	free(names);
+	(void)p;
+	(void)arg;
+	if (tier_step_eval(c, vstep, &info) != TIER_OK)
+		return 0;
+	unsigned long long up = tier_up_journal_bytes(c, vstep, &mbs);
+	if (mbs > 0)
+		snprintf(rate, sizeof(rate), "%.1f", mbs);
+	tier_up_last_error(c, vstep, err, sizeof(err));
+	printf("%-40s %-11s %7lld %14lld %14llu %8s %s\n", vstep, shown_state(c, &info, num),
+	       info.files, info.bytes, up, rate, err[0] ? err : "-");
+	return 0;
 }
 
 static int cmd_ls(int argc, char **argv)
@@ -245,8 +232,34 @@ static int cmd_ls(int argc, char **argv)
 		return rc;
 	printf("%-40s %-11s %7s %14s %14s %8s %s\n", "PATH", "STATE", "FILES", "BYTES", "UPLOADED",
 	       "MB/S", "ERROR");
-	for (int i = 0; i < c.n_prefixes; i++)
-		ls_prefix(&c, c.prefixes[i]);
+	tier_step_foreach(&c, ls_one, NULL);
+	return 0;
+}
+
+/* What flush_pending counts. */
+struct pending_count {
+	int pending, failed, report;
+};
+
+/* tier_step_foreach callback: counts (and with report, prints) a step bound for S3 that is not
+ * PERSISTED yet. */
+static int pending_one(const struct cfg *c, int p, const char *vstep, long long num, void *arg)
+{
+	struct pending_count *pc = arg;
+	struct tier_step_info info;
+	char err[512];
+
+	(void)p;
+	if (num % c->s3_every_n_steps != 0 || tier_step_eval(c, vstep, &info) != TIER_OK ||
+	    info.state < TIER_STEP_COMMITTED || info.state == TIER_STEP_PERSISTED)
+		return 0;
+	pc->pending++;
+	pc->failed += info.state == TIER_STEP_FAILED;
+	if (pc->report) {
+		tier_up_last_error(c, vstep, err, sizeof(err));
+		fprintf(stderr, "tierckpt: %s not in S3: %s%s%s\n", vstep, tier_state_name(info.state),
+			err[0] ? ": " : "", err);
+	}
 	return 0;
 }
 
@@ -254,38 +267,11 @@ static int cmd_ls(int argc, char **argv)
  * with report, prints one line per such step to stderr. */
 static int flush_pending(const struct cfg *c, int *failed, int report)
 {
-	int pending = 0;
+	struct pending_count pc = {0, 0, report};
 
-	*failed = 0;
-	for (int p = 0; p < c->n_prefixes; p++) {
-		char dir[PATH_MAX + 8];
-		struct dirent **names;
-		long long num;
-		snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, c->prefixes[p]);
-		int n = scandir(dir, &names, NULL, versionsort);
-		for (int i = 0; i < n; i++) {
-			struct tier_step_info info;
-			char vstep[PATH_MAX], err[512];
-			if (ip_path_step_number(names[i]->d_name, &num) &&
-			    num % c->s3_every_n_steps == 0 &&
-			    snprintf(vstep, sizeof(vstep), "%s/%s", c->prefixes[p],
-				     names[i]->d_name) < (int)sizeof(vstep) &&
-			    tier_step_eval(c, vstep, &info) == TIER_OK &&
-			    info.state >= TIER_STEP_COMMITTED && info.state != TIER_STEP_PERSISTED) {
-				pending++;
-				*failed += info.state == TIER_STEP_FAILED;
-				if (report) {
-					tier_up_last_error(c, vstep, err, sizeof(err));
-					fprintf(stderr, "tierckpt: %s not in S3: %s%s%s\n", vstep,
-						tier_state_name(info.state), err[0] ? ": " : "", err);
-				}
-			}
-			free(names[i]);
-		}
-		if (n >= 0)
-			free(names);
-	}
-	return pending;
+	tier_step_foreach(c, pending_one, &pc);
+	*failed = pc.failed;
+	return pc.pending;
 }
 
 /* flush's deadline: cancels the uploads in flight when it passes. */
