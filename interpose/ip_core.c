@@ -505,6 +505,8 @@ IP_VFORK_SAFE static void rpath_set_mapped(struct ip_rpath *r, int p)
 	r->prefix = p;
 }
 
+IP_VFORK_SAFE static int cwd_rel_may_hit(const char *path);
+
 IP_VFORK_SAFE int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *r)
 {
 	const struct cfg *c = &ip_g.cfg;
@@ -527,10 +529,16 @@ IP_VFORK_SAFE int ip_resolve_slow(int dirfd, const char *path, struct ip_rpath *
 				      ? __atomic_load_n(&ip_fdclass[dirfd], __ATOMIC_RELAXED) &
 						IP_FD_CLASS_MASK
 				      : IP_FD_OTHER;
-		if (cls != IP_FD_ANCESTOR && !ip_path_has_dotdot(path)) {
+		int dotdot = ip_path_has_dotdot(path);
+		if (cls != IP_FD_ANCESTOR && !dotdot) {
 			r->tier_rel = cls == IP_FD_TIER;
 			return 0;
 		}
+		/* a cwd above a prefix: most relative paths (python -c from "/") go nowhere near it */
+		if (cls == IP_FD_ANCESTOR && dirfd == AT_FDCWD && !dotdot &&
+		    !(path[0] == '.' && (path[1] == '/' || path[1] == '\0')) &&
+		    !ip_path_has_slash_pair(path) && !cwd_rel_may_hit(path))
+			return 0;
 		/* slow path: ".." or a directory above a prefix: resolve against its virtual path */
 		if (dir_vpath(dirfd, base))
 			return 0;
@@ -583,6 +591,58 @@ static int in_vfork_child(void)
 	return getpid() != ip_g.pid;
 }
 
+/*
+ * The prefixes as seen from a cwd above them ("/" sees "checkpoints" for /checkpoints), so that a
+ * relative path from there is decided by a comparison, without a getcwd per call.  Two copies:
+ * a chdir fills the one not in use, then publishes it (readers racing a chdir of their own
+ * process were racing the kernel's cwd anyway).  rel_all: the cwd is the real prefix dir itself
+ * (a process started there): every relative path must be resolved.
+ */
+struct cwd_rel {
+	int rel_all;
+	size_t len[CFG_MAX_PREFIXES]; /* 0: this prefix is not below the cwd */
+	char rel[CFG_MAX_PREFIXES][PATH_MAX];
+};
+
+static struct cwd_rel cwd_rels[2];
+static int cwd_rel_cur; /* atomic: index of the published copy */
+
+/* Publishes the prefixes relative to cwd (an ancestor of some of them, or the real prefix). */
+static void cwd_rel_publish(const char *cwd)
+{
+	const struct cfg *c = &ip_g.cfg;
+	int next = !__atomic_load_n(&cwd_rel_cur, __ATOMIC_RELAXED);
+	struct cwd_rel *r = &cwd_rels[next];
+	size_t cl = strlen(cwd);
+
+	r->rel_all = ip_prefix_of(cwd) >= 0;
+	for (int i = 0; i < c->n_prefixes; i++) {
+		r->len[i] = 0;
+		if (!ip_path_is_ancestor(cwd, c->prefixes[i], c->prefix_len[i]))
+			continue;
+		const char *rest = c->prefixes[i] + (cl == 1 ? 1 : cl + 1);
+		r->len[i] = strlen(rest);
+		memcpy(r->rel[i], rest, r->len[i] + 1);
+	}
+	__atomic_store_n(&cwd_rel_cur, next, __ATOMIC_RELEASE);
+}
+
+/* 1 when relative `path` (no "..", no "//" or "/.", not starting with "./") may lie under a
+ * prefix, or above one, given the published cwd. */
+IP_VFORK_SAFE static int cwd_rel_may_hit(const char *path)
+{
+	const struct cfg *c = &ip_g.cfg;
+	const struct cwd_rel *r = &cwd_rels[__atomic_load_n(&cwd_rel_cur, __ATOMIC_ACQUIRE)];
+
+	if (r->rel_all)
+		return 1;
+	for (int i = 0; i < c->n_prefixes; i++)
+		if (r->len[i] && (ip_path_under(path, r->rel[i], r->len[i]) ||
+				  ip_path_is_ancestor(path, r->rel[i], r->len[i])))
+			return 1; /* under it, or above it (an fd of that dir must be known) */
+	return 0;
+}
+
 void ip_cwd_refresh(void)
 {
 	char cwd[PATH_MAX];
@@ -592,10 +652,12 @@ void ip_cwd_refresh(void)
 		return; /* the parent's cwd is the parent's */
 
 	if (REAL(getcwd)(cwd, sizeof(cwd))) {
-		if (ip_unmap_inplace(cwd))
+		if (ip_unmap_inplace(cwd)) {
 			cls = IP_FD_TIER;
-		else if (any_ancestor(cwd) || ip_prefix_of(cwd) >= 0)
+		} else if (any_ancestor(cwd) || ip_prefix_of(cwd) >= 0) {
 			cls = IP_FD_ANCESTOR; /* also the real prefix dir: resolve everything */
+			cwd_rel_publish(cwd);
+		}
 	}
 	__atomic_store_n(&ip_g.cwd_class, cls, __ATOMIC_RELAXED);
 }

@@ -203,3 +203,27 @@ os.chdir(P)
 show("glob from cwd", sorted(glob.glob("*/*")))
 show("glob ../ckpt", sorted(glob.glob("../ckpt/step_?")))
 '''))
+
+
+def test_relative_paths_from_a_directory_above_the_prefix(sc):
+    """A cwd above the prefix (a container's "/", a job's work dir): relative paths into the
+    prefix, to the prefix's parent dirs (then used as dir_fd), and elsewhere, as on a tmpfs."""
+    sc.compare(sc.py("cwd_above.py", r'''
+os.chdir(W)
+name = os.path.basename(P)
+os.makedirs(name + "/d/e")
+put(name + "/d/f", "via relative")
+show("listdir rel", sorted(os.listdir(name + "/d")))
+show("read rel", get(name + "/d/f"))
+show("stat ./rel", os.stat("./" + name + "/d/f").st_size)
+show("walk", [(rel(os.path.join(W, r)), sorted(ds), sorted(fs)) for r, ds, fs in os.walk(name)])
+fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+show("dir_fd of the parent", sorted(os.listdir(os.open(name + "/d", os.O_RDONLY, dir_fd=fd))))
+os.close(fd)
+put("out/plain", "elsewhere")
+show("elsewhere", get("out/plain"))
+show("sibling not redirected", os.path.exists(name + "2"))
+os.chdir(os.path.dirname(W))
+show("two levels up", get(os.path.basename(W) + "/" + name + "/d/f"))
+tree(P)
+'''))
