@@ -54,6 +54,7 @@ struct jfile {
 	long long size, mtime_ns;
 	char etag[S3_ETAG_MAX];
 	char *upload_id;         /* from an M line (the last one) */
+	unsigned long long part_bytes; /* the part size that upload was planned with */
 	char **part_etags;       /* from P lines, index -> etag (NULL = not done) */
 	size_t n_part_etags;
 };
@@ -139,13 +140,15 @@ static void journal_line(struct journal *j, char *line)
 	case 'M': {
 		char id[1024];
 		int off = 0;
-		if (sscanf(line, "M %1023s %n", id, &off) < 1 || !off)
+		unsigned long long pb = 0;
+		if (sscanf(line, "M %1023s %llu %n", id, &pb, &off) < 2 || !off)
 			return;
 		f = jfile_get(j, line + off, 1);
 		if (!f)
 			return;
 		free(f->upload_id);
 		f->upload_id = strcmp(id, "-") ? strdup(id) : NULL; /* "-": start afresh */
+		f->part_bytes = pb;
 		jfile_parts_reset(f);
 		f->done = 0;
 		return;
@@ -256,18 +259,16 @@ uint64_t tier_up_journal_bytes(const struct cfg *c, const char *vstep, double *m
 			total += (uint64_t)f->size;
 			continue;
 		}
-		/* parts done of a file in flight: count them at the file's part size */
+		/* parts done of a file in flight: count them at the upload's part size */
 		size_t parts = 0;
 		for (size_t k = 0; k < f->n_part_etags; k++)
 			parts += f->part_etags[k] != NULL;
+		uint64_t b = (uint64_t)parts * f->part_bytes;
 		if (parts && snprintf(path, sizeof(path), "%s/fs%s/%s", c->tier_dir, vstep,
 				      f->relpath) < (int)sizeof(path) &&
-		    stat(path, &st) == 0 && f->n_part_etags) {
-			uint64_t pb = ((uint64_t)st.st_size + f->n_part_etags - 1) / f->n_part_etags;
-			uint64_t part = pb < S3_PART_BYTES_MIN ? S3_PART_BYTES_MIN : pb;
-			uint64_t b = parts * part;
-			total += b > (uint64_t)st.st_size ? (uint64_t)st.st_size : b;
-		}
+		    stat(path, &st) == 0 && b > (uint64_t)st.st_size)
+			b = (uint64_t)st.st_size;
+		total += b;
 	}
 	long long end = j.end_ms ? j.end_ms : tier_now_ms();
 	if (mb_per_s && j.start_ms && end > j.start_ms)
@@ -518,7 +519,10 @@ static int upload_file(struct tier_up *u, struct journal *j, const char *tpath,
 		goto out;
 	}
 	struct jfile *jf = jfile_get(j, uf->relpath, 0);
-	if (up->multipart && jf && jf->upload_id && jf->n_part_etags <= up->n_parts) {
+	/* resume only the very same plan: parts are byte ranges, and a leader with another
+	 * TIERCKPT_S3_PART_MB would cut the file differently */
+	if (up->multipart && jf && jf->upload_id && jf->part_bytes == up->part_bytes &&
+	    jf->n_part_etags <= up->n_parts) {
 		/* resume: the same upload, the parts already sent */
 		up->upload_id = strdup(jf->upload_id);
 		for (size_t i = 0; i < jf->n_part_etags; i++)
@@ -531,7 +535,8 @@ static int upload_file(struct tier_up *u, struct journal *j, const char *tpath,
 			snprintf(err, errsz, "%.300s: %.600s", uf->relpath, s3_client_errmsg(cl));
 			goto out;
 		}
-		journal_add(j, "M %s %s", up->upload_id, uf->relpath);
+		journal_add(j, "M %s %llu %s", up->upload_id, (unsigned long long)up->part_bytes,
+			    uf->relpath);
 	}
 	if (!up->multipart) {
 		if (s3_upload_part(cl, up, 0)) {
@@ -563,7 +568,7 @@ static int upload_file(struct tier_up *u, struct journal *j, const char *tpath,
 		if (s3_upload_finish(cl, up)) {
 			snprintf(err, errsz, "%.300s: %.600s", uf->relpath, s3_client_errmsg(cl));
 			if (s3_client_http_status(cl) == 404) /* the upload is gone: start afresh */
-				journal_add(j, "M - %s", uf->relpath);
+				journal_add(j, "M - 0 %s", uf->relpath);
 			goto out;
 		}
 	}

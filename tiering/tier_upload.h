@@ -12,7 +12,7 @@
  * Progress is journalled in the tier, one appended line per finished unit, so a new leader
  * resumes where a dead one stopped:
  *   meta/steps/<prefix>/<step>.journal
- *     M <upload-id> <relpath>          a multipart upload was created for the file
+ *     M <upload-id> <part-bytes> <relpath>   a multipart upload was created for the file
  *     P <part-index> <etag> <relpath>  one of its parts is in S3 (ETag = the part's MD5)
  *     F <size> <mtime-ns> <etag> <relpath>   the whole file is in S3
  *     N                                this node's report object is in S3 (several nodes)
