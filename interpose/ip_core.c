@@ -135,13 +135,14 @@ static void *leader_main(void *arg)
 			  strerror(errno));
 		return NULL;
 	}
+	leader.lockfd = fd; /* known at once: a forked child closes its copy (atfork_child) */
 	while (fcntl(fd, F_OFD_SETLKW, &fl) == -1)
 		if (errno != EINTR) {
 			log_error("uploads disabled in this process: leader lock: %s", strerror(errno));
+			leader.lockfd = -1;
 			close(fd);
 			return NULL;
 		}
-	leader.lockfd = fd;
 	__atomic_store_n(&leader.starting, 1, __ATOMIC_RELEASE);
 	/* registered now, after whatever the program registered so far (an OpenSSL clean-up
 	 * among them): exit handlers run newest first, so ours waits before those run */
@@ -193,9 +194,10 @@ static void leader_arm(void)
 		return;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, leader_main, NULL))
+	int e = pthread_create(&t, &attr, leader_main, NULL);
+	if (e)
 		log_warn("cannot start the upload thread: %s (steps stay in memory; run "
-			 "`tierckpt flush`)", strerror(errno));
+			 "`tierckpt flush`)", strerror(e));
 	pthread_attr_destroy(&attr);
 }
 
@@ -228,20 +230,28 @@ static void leader_exit_wait(void)
 {
 	static int done;
 
-	__atomic_store_n(&leader.exiting, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&leader.exiting, 1, __ATOMIC_SEQ_CST);
 	/* a candidate that just got the lock finishes starting (or gives up) first */
 	for (int i = 0; i < 100 && __atomic_load_n(&leader.starting, __ATOMIC_ACQUIRE); i++)
 		usleep(20000);
-	if (!__atomic_load_n(&leader.leading, __ATOMIC_ACQUIRE) ||
-	    __atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL))
+	if (!__atomic_load_n(&leader.leading, __ATOMIC_SEQ_CST))
 		return;
+	if (__atomic_exchange_n(&done, 1, __ATOMIC_ACQ_REL)) {
+		/* the second caller (OpenSSL's clean-up after our atexit, or the reverse) must not
+		 * proceed while the uploader still runs */
+		for (int i = 0; i < 100 && !__atomic_load_n(&leader.ctl.halted, __ATOMIC_ACQUIRE);
+		     i++)
+			usleep(50000);
+		return;
+	}
 	IP_GUARD_ENTER();
 	long long deadline = tier_now_ms() + ip_g.cfg.exit_wait_s * 1000;
 	int p0 = __atomic_load_n(&leader.ctl.passes, __ATOMIC_ACQUIRE);
 	for (;;) {
 		int passes = __atomic_load_n(&leader.ctl.passes, __ATOMIC_ACQUIRE);
 		int pending = __atomic_load_n(&leader.ctl.pending, __ATOMIC_ACQUIRE);
-		if (passes > p0 + 1 && pending <= 0)
+		if ((passes > p0 + 1 && pending <= 0) ||
+		    __atomic_load_n(&leader.ctl.halted, __ATOMIC_ACQUIRE))
 			break;
 		if (tier_now_ms() >= deadline) {
 			log_warn("waited %ld s at exit for uploads (TIERCKPT_EXIT_WAIT_S)",

@@ -209,6 +209,8 @@ static int parse_endpoint(struct s3_config *cfg, const char *var, const char *ur
 		return S3_ENOMEM;
 	auth = p;
 	auth_end = auth + strcspn(auth, "/?#");
+	if (strchr(auth, '@')) /* before any message shows the URL: it may hold a secret */
+		return cfg_fail(cfg, "%s: user information in the endpoint URL is not supported", var);
 	if (*auth_end && strcmp(auth_end, "/"))
 		return cfg_fail(cfg, "%s=%s: an endpoint with a path, query or fragment is not "
 				"supported (give scheme://host[:port])", var, url);

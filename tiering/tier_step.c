@@ -190,7 +190,7 @@ out:
 }
 
 /* Reads "<STATE> <ms> <how>" from the step's state file into info. */
-static void state_read(const char *tier_dir, const char *vstep, struct tier_step_info *info)
+void tier_step_read(const char *tier_dir, const char *vstep, struct tier_step_info *info)
 {
 	char path[PATH_MAX], line[96] = "", st[16] = "";
 	long long ms = 0;
@@ -262,7 +262,7 @@ int tier_step_marker_current(const struct cfg *c, const char *vstep,
 		return 0;
 	if (!known) {
 		memset(&info, 0, sizeof(info));
-		state_read(c->tier_dir, vstep, &info);
+		tier_step_read(c->tier_dir, vstep, &info);
 		known = &info;
 	}
 	long long mt = (long long)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
@@ -284,7 +284,7 @@ int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info
 		info->newest_mtime_ms =
 			(long long)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 	tree_sum(fd, info, 0);
-	state_read(c->tier_dir, vstep, info);
+	tier_step_read(c->tier_dir, vstep, info);
 	info->writers = tier_step_writers(c->tier_dir, vstep) == 1;
 	if (info->state >= TIER_STEP_COMMITTED || info->writers)
 		return TIER_OK;

@@ -80,6 +80,10 @@ int tier_step_writers(const char *tier_dir, const char *vstep);
  */
 int tier_step_eval(const struct cfg *c, const char *vstep, struct tier_step_info *info);
 
+/* tier_step_read - the recorded state of vstep (state, since_ms, how) into info; state NONE
+ * when there is no record.  Other fields untouched. */
+void tier_step_read(const char *tier_dir, const char *vstep, struct tier_step_info *info);
+
 /* tier_step_marker_current - 1 when step vstep's marker file exists and belongs to the current
  * save: it is not older than the step's last WRITING record (a marker left by an earlier save of
  * the same step does not commit a new one).  known: the step's state if already read, or NULL. */

@@ -29,7 +29,6 @@
 #include "tiering/s3_client.h"
 #include "tiering/tier_step.h"
 
-#define UP_FILES_MAX 65536
 #define UP_WORKERS_MAX 256
 
 struct tier_up {
@@ -64,6 +63,7 @@ struct journal {
 	size_t n, cap;
 	int node_reported;       /* N */
 	int marker_done;         /* K */
+	int marker_deleted;      /* D: an older marker object of the step is gone from S3 */
 	long long start_ms;      /* S <ms>: the first attempt of this upload began */
 	long long end_ms;        /* T <ms>: the step became PERSISTED */
 	int empty;               /* no line at all */
@@ -129,6 +129,9 @@ static void journal_line(struct journal *j, char *line)
 		return;
 	case 'K':
 		j->marker_done = 1;
+		return;
+	case 'D':
+		j->marker_deleted = 1;
 		return;
 	case 'S':
 		if (!j->start_ms)
@@ -408,41 +411,82 @@ struct upfile {
 	long long size, mtime_ns;
 };
 
-/* Lists the regular files below dir (relative paths) into files, at most UP_FILES_MAX. */
-static int list_files(const char *dir, const char *rel, struct upfile *files, size_t *n,
-		      int depth)
+/* A growing list of the step's files. */
+struct upfiles {
+	struct upfile *v;
+	size_t n, cap;
+};
+
+/* Lists the regular files below dir (relative paths) into fl.  Anything it cannot take as it is
+ * (an unreadable directory, a symlink or special file, a name with a newline, too deep, too
+ * long) fails the listing: a step is uploaded whole or not at all.  Returns 0, or -1 with err. */
+static int list_files(const char *dir, const char *rel, struct upfiles *fl, int depth, char *err,
+		      size_t errsz)
 {
 	char path[PATH_MAX];
 	DIR *d;
 	struct dirent *e;
+	int rc = 0;
 
 	if (snprintf(path, sizeof(path), "%s%s%s", dir, rel[0] ? "/" : "", rel) >=
-	    (int)sizeof(path))
+	    (int)sizeof(path)) {
+		snprintf(err, errsz, "path too long in the step: %.300s", rel);
 		return -1;
+	}
 	d = opendir(path);
-	if (!d)
+	if (!d) {
+		snprintf(err, errsz, "cannot list %.300s in the tier: %s", rel[0] ? rel : ".",
+			 strerror(errno));
 		return -1;
-	while ((e = readdir(d))) {
+	}
+	while (!rc && (e = readdir(d))) {
 		struct stat st;
 		char sub[PATH_MAX], full[PATH_MAX];
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		if (snprintf(sub, sizeof(sub), "%s%s%s", rel, rel[0] ? "/" : "", e->d_name) >=
 			    (int)sizeof(sub) ||
-		    snprintf(full, sizeof(full), "%s/%s", dir, sub) >= (int)sizeof(full) ||
-		    lstat(full, &st))
-			continue;
-		if (S_ISDIR(st.st_mode) && depth < 32) {
-			list_files(dir, sub, files, n, depth + 1);
-		} else if (S_ISREG(st.st_mode) && *n < UP_FILES_MAX) {
-			struct upfile *f = &files[(*n)++];
+		    snprintf(full, sizeof(full), "%s/%s", dir, sub) >= (int)sizeof(full)) {
+			snprintf(err, errsz, "path too long in the step: %.300s", e->d_name);
+			rc = -1;
+		} else if (strchr(sub, '\n')) {
+			snprintf(err, errsz, "a file name with a newline cannot be uploaded: %.300s",
+				 sub);
+			rc = -1;
+		} else if (lstat(full, &st)) {
+			snprintf(err, errsz, "cannot stat %.300s: %s", sub, strerror(errno));
+			rc = -1;
+		} else if (S_ISDIR(st.st_mode)) {
+			if (depth >= 32) {
+				snprintf(err, errsz, "directories nested too deep: %.300s", sub);
+				rc = -1;
+			} else {
+				rc = list_files(dir, sub, fl, depth + 1, err, errsz);
+			}
+		} else if (S_ISREG(st.st_mode)) {
+			if (fl->n == fl->cap) {
+				size_t cap = fl->cap ? fl->cap * 2 : 64;
+				struct upfile *v = realloc(fl->v, cap * sizeof(*v));
+				if (!v) {
+					snprintf(err, errsz, "out of memory listing the step");
+					rc = -1;
+					break;
+				}
+				fl->v = v;
+				fl->cap = cap;
+			}
+			struct upfile *f = &fl->v[fl->n++];
 			snprintf(f->relpath, sizeof(f->relpath), "%s", sub);
 			f->size = st.st_size;
 			f->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+		} else {
+			snprintf(err, errsz, "%.300s is not a regular file or directory (S3 holds "
+					     "files only)", sub);
+			rc = -1;
 		}
 	}
 	closedir(d);
-	return 0;
+	return rc;
 }
 
 /* The S3 key of relpath in step vstep of prefix p: <keyprefix><step path below the prefix>/rel. */
@@ -462,6 +506,7 @@ struct part_job {
 	const char *relpath;
 	size_t next;             /* atomic: next part index to take */
 	int failed;              /* atomic */
+	int upload_gone;         /* atomic: a part got 404 NoSuchUpload */
 	int worker;
 	char err[512];
 	pthread_mutex_t lock;
@@ -488,6 +533,8 @@ static void *part_worker_main(void *arg)
 			continue; /* done before (journal) */
 		int rc = s3_upload_part(cl, job->up, i);
 		if (rc) {
+			if (s3_client_http_status(cl) == 404)
+				__atomic_store_n(&job->upload_gone, 1, __ATOMIC_RELAXED);
 			pthread_mutex_lock(&job->lock);
 			if (!job->failed)
 				snprintf(job->err, sizeof(job->err), "part %zu of %.200s: %.200s", i + 1,
@@ -525,10 +572,15 @@ static int upload_file(struct tier_up *u, struct journal *j, const char *tpath,
 	    jf->n_part_etags <= up->n_parts) {
 		/* resume: the same upload, the parts already sent */
 		up->upload_id = strdup(jf->upload_id);
-		for (size_t i = 0; i < jf->n_part_etags; i++)
-			if (jf->part_etags[i])
-				snprintf(up->parts[i].etag, sizeof(up->parts[i].etag), "%s",
-					 jf->part_etags[i]);
+		for (size_t i = 0; i < jf->n_part_etags; i++) {
+			if (!jf->part_etags[i])
+				continue;
+			snprintf(up->parts[i].etag, sizeof(up->parts[i].etag), "%s",
+				 jf->part_etags[i]);
+			/* the part's MD5 is its ETag: needed for the composite ETag check */
+			for (int k = 0; k < 16 && jf->part_etags[i][2 * k]; k++)
+				sscanf(jf->part_etags[i] + 2 * k, "%2hhx", &up->parts[i].md5[k]);
+		}
 		log_info("resuming %s: upload %s", uf->relpath, up->upload_id);
 	} else if (up->multipart) {
 		if (s3_upload_begin(cl, up)) {
@@ -563,6 +615,8 @@ static int upload_file(struct tier_up *u, struct journal *j, const char *tpath,
 		pthread_mutex_destroy(&job.lock);
 		if (job.failed) {
 			snprintf(err, errsz, "%s", job.err);
+			if (job.upload_gone) /* aborted behind our back: start afresh next time */
+				journal_add(j, "M - 0 %s", uf->relpath);
 			goto out; /* the upload id and finished parts stay journalled: resumed later */
 		}
 		if (s3_upload_finish(cl, up)) {
@@ -610,15 +664,26 @@ static int is_cancelled(const struct tier_up *u)
 }
 
 /* Uploads step vstep (under prefix index p): files, node report, marker last. */
+/* 1 when step vstep was written again since this upload began (it went back to WRITING, or
+ * someone holds a file of it open for writing): the upload must stop before the marker. */
+static int step_rewritten(const struct cfg *c, const char *vstep)
+{
+	struct tier_step_info info;
+
+	memset(&info, 0, sizeof(info));
+	tier_step_read(c->tier_dir, vstep, &info);
+	return info.state == TIER_STEP_WRITING || tier_step_writers(c->tier_dir, vstep) != 0;
+}
+
 static int upload_step(struct tier_up *u, int p, const char *vstep)
 {
 	const struct cfg *c = u->c;
 	size_t plen = c->prefix_len[p];
-	char dir[PATH_MAX], key[PATH_MAX], tpath[PATH_MAX], err[1024] = "";
+	char dir[PATH_MAX], key[PATH_MAX], tpath[PATH_MAX], err[1024] = "", how[32] = "-";
 	struct journal j;
-	struct upfile *files = NULL;
-	size_t n = 0;
-	int rc = STEP_FAILED, has_marker = 0;
+	struct upfiles fl = {NULL, 0, 0};
+	int rc = STEP_FAILED;
+	struct upfile *marker = NULL;
 	long long t0 = tier_now_ms();
 	uint64_t bytes = 0;
 
@@ -626,30 +691,34 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 		snprintf(err, sizeof(err), "out of memory reading the journal");
 		goto out;
 	}
-	if (snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, vstep) >= (int)sizeof(dir))
+	if (snprintf(dir, sizeof(dir), "%s/fs%s", c->tier_dir, vstep) >= (int)sizeof(dir) ||
+	    list_files(dir, "", &fl, 0, err, sizeof(err)))
 		goto out;
-	files = calloc(UP_FILES_MAX, sizeof(*files));
-	if (!files || list_files(dir, "", files, &n, 0)) {
-		snprintf(err, sizeof(err), "cannot list the step in the tier");
-		goto out;
-	}
-	tier_step_set(c->tier_dir, vstep, TIER_STEP_UPLOADING, NULL);
-	int fresh = j.empty;
+	/* how the step committed travels with it through UPLOADING and FAILED: a step that
+	 * committed by the idle rule has no marker of its own (one in its directory is left from
+	 * an earlier save of the same step) */
+	struct tier_step_info before;
+	memset(&before, 0, sizeof(before));
+	tier_step_read(c->tier_dir, vstep, &before);
+	snprintf(how, sizeof(how), "%s", before.how[0] ? before.how : "-");
+	tier_step_set(c->tier_dir, vstep, TIER_STEP_UPLOADING, how);
 	if (!j.start_ms)
 		journal_add(&j, "S %lld", t0);
-	if (fresh) {
-		/* a fresh upload: an older marker of the same step must not stay visible */
+	if (!j.marker_deleted) {
+		/* before any file: an older marker of the same step must not stay visible above
+		 * new files (a re-saved step, or the first attempt of this one failed) */
 		if (object_key(u, vstep, plen, c->commit_marker, key, sizeof(key)) == 0 &&
 		    s3_object_delete(u->clients[0], u->bucket, key) &&
 		    s3_client_http_status(u->clients[0]) != 404) {
 			snprintf(err, sizeof(err), "%s", s3_client_errmsg(u->clients[0]));
 			goto out;
 		}
+		journal_add(&j, "D");
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct upfile *f = &files[i];
+	for (size_t i = 0; i < fl.n; i++) {
+		struct upfile *f = &fl.v[i];
 		if (!strcmp(f->relpath, c->commit_marker)) {
-			has_marker = 1;
+			marker = f;
 			continue;
 		}
 		struct jfile *jf = jfile_get(&j, f->relpath, 0);
@@ -664,6 +733,11 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 			goto out;
 		bytes += (uint64_t)f->size;
 	}
+	/* a marker left by an earlier save of the step does not commit this one */
+	if (marker && !strcmp(how, "idle"))
+		marker = NULL;
+	if (step_rewritten(c, vstep))
+		goto rewritten;
 	if (c->nodes > 1 && !j.node_reported) {
 		char rkey[PATH_MAX + 80];
 		snprintf(rkey, sizeof(rkey), ".tierckpt/node-%s", c->node_id);
@@ -674,7 +748,7 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 		}
 		journal_add(&j, "N");
 	}
-	if (has_marker && !j.marker_done) {
+	if (marker && !j.marker_done) {
 		if (c->nodes > 1) {
 			int got = count_node_reports(u, vstep, plen, err, sizeof(err));
 			if (got < 0)
@@ -686,29 +760,36 @@ static int upload_step(struct tier_up *u, int p, const char *vstep)
 				goto out;
 			}
 		}
-		struct upfile *m = NULL;
-		for (size_t i = 0; i < n; i++)
-			if (!strcmp(files[i].relpath, c->commit_marker))
-				m = &files[i];
-		if (object_key(u, vstep, plen, m->relpath, key, sizeof(key)) ||
-		    snprintf(tpath, sizeof(tpath), "%s/%s", dir, m->relpath) >= (int)sizeof(tpath) ||
-		    upload_file(u, &j, tpath, m, key, err, sizeof(err)))
+		if (step_rewritten(c, vstep))
+			goto rewritten;
+		if (object_key(u, vstep, plen, marker->relpath, key, sizeof(key)) ||
+		    snprintf(tpath, sizeof(tpath), "%s/%s", dir, marker->relpath) >=
+			    (int)sizeof(tpath) ||
+		    upload_file(u, &j, tpath, marker, key, err, sizeof(err)))
 			goto out;
 		journal_add(&j, "K");
 	}
 	journal_add(&j, "T %lld", tier_now_ms());
-	tier_step_set(c->tier_dir, vstep, TIER_STEP_PERSISTED, has_marker ? "marker" : "files");
-	long long ms = tier_now_ms() - t0;
-	log_info("%s persisted: %llu bytes sent in %lld ms", vstep, (unsigned long long)bytes, ms);
+	tier_step_set(c->tier_dir, vstep, TIER_STEP_PERSISTED, marker ? "marker" : "files");
+	log_info("%s persisted: %llu bytes sent in %lld ms", vstep, (unsigned long long)bytes,
+		 tier_now_ms() - t0);
 	rc = STEP_DONE;
+	goto out;
+rewritten:
+	/* the program saves this step again: its next commit starts a fresh upload (the journal
+	 * the writer dropped may have been appended to since) */
+	log_info("%s is being written again; its upload starts over at its next commit", vstep);
+	if (tier_step_meta_path(c->tier_dir, vstep, ".journal", tpath, sizeof(tpath)) == 0)
+		unlink(tpath);
+	rc = STEP_CANCELLED;
 out:
 	if (rc == STEP_FAILED && is_cancelled(u))
 		rc = STEP_CANCELLED; /* not a failure: resumed from the journal next time */
 	if (rc == STEP_FAILED) {
 		step_error(c, vstep, "%s", err[0] ? err : "unknown error");
-		tier_step_set(c->tier_dir, vstep, TIER_STEP_FAILED, NULL);
+		tier_step_set(c->tier_dir, vstep, TIER_STEP_FAILED, how);
 	}
-	free(files);
+	free(fl.v);
 	journal_fini(&j);
 	return rc;
 }

@@ -727,3 +727,25 @@ def test_memory_only_config_no_network(sc, s3):
         assert spy.connections == 0, f"{spy.connections} connection(s) without an S3 base path"
     finally:
         spy.close()
+
+
+def test_regress_resave_without_marker_never_publishes_the_old_marker(sc, s3):
+    """A persisted step is saved again but the new save writes no marker (the job died before
+    it, and the idle rule committed the step): the old marker left in the directory must not
+    publish the new files as complete, and the old marker object must be gone from S3."""
+    d = Durable(sc, s3, "resave")
+    env = d.env(TIERCKPT_COMMIT_IDLE_MS="300")
+    r, _ = d.write({"steps": [{"n": 2, "files": [["data", 50000, 1]]}]}, env)
+    assert r.rc == 0, r
+    fl, _ = d.flush(env, 60)
+    assert fl.rc == 0, fl
+    assert MARKER in {k.split("/", 1)[1] for k in d.keys() if k.startswith("step_2/")}
+    # the second save of step_2: new bytes, no marker written this time
+    r, _ = d.write({"steps": [{"n": 2, "files": [["data", 60000, 2]], "marker": False}]}, env)
+    assert r.rc == 0, r
+    time.sleep(1.0)  # past TIERCKPT_COMMIT_IDLE_MS: the step commits by the idle rule
+    fl, _ = d.flush(env, 60)
+    assert fl.rc == 0, fl
+    keys = {k.split("/", 1)[1]: v for k, v in d.keys().items() if k.startswith("step_2/")}
+    assert keys.get("data") == 60000, f"the new file did not land: {keys}"
+    assert MARKER not in keys, f"the old marker still marks the re-saved step complete: {keys}"
