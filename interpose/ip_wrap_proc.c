@@ -204,19 +204,25 @@ IP_VFORK_SAFE static void fill_args(char **argv, size_t n, const char *arg0, va_
 
 #define ARGS_MAX 65536
 
+/* The argument vector of an execl*: counted, then built on the stack (no allocation: vfork
+ * children call these).  Declares `argv`; returns E2BIG past ARGS_MAX.  Leaves `ap` just after
+ * the terminating NULL, where execle's envp follows. */
+#define EXECL_ARGV(arg0, ap)                                                                  \
+	size_t n_ = count_args(arg0, ap);                                                    \
+	if (n_ >= ARGS_MAX) {                                                                \
+		va_end(ap);                                                                  \
+		errno = E2BIG;                                                               \
+		return -1;                                                                   \
+	}                                                                                    \
+	char *argv[n_ + 1];                                                                  \
+	fill_args(argv, n_, arg0, &ap)
+
 IP_EXPORT IP_VFORK_SAFE int execl(const char *path, const char *arg0, ...)
 {
 	va_list ap;
 
 	va_start(ap, arg0);
-	size_t n = count_args(arg0, ap);
-	if (n >= ARGS_MAX) {
-		va_end(ap);
-		errno = E2BIG;
-		return -1;
-	}
-	char *argv[n + 1];
-	fill_args(argv, n, arg0, &ap);
+	EXECL_ARGV(arg0, ap);
 	va_end(ap);
 	return exec_any(0, AT_FDCWD, path, argv, environ, 0);
 }
@@ -226,14 +232,7 @@ IP_EXPORT IP_VFORK_SAFE int execlp(const char *file, const char *arg0, ...)
 	va_list ap;
 
 	va_start(ap, arg0);
-	size_t n = count_args(arg0, ap);
-	if (n >= ARGS_MAX) {
-		va_end(ap);
-		errno = E2BIG;
-		return -1;
-	}
-	char *argv[n + 1];
-	fill_args(argv, n, arg0, &ap);
+	EXECL_ARGV(arg0, ap);
 	va_end(ap);
 	return execp_any(file, argv, environ);
 }
@@ -243,14 +242,7 @@ IP_EXPORT IP_VFORK_SAFE int execle(const char *path, const char *arg0, ...)
 	va_list ap;
 
 	va_start(ap, arg0);
-	size_t n = count_args(arg0, ap);
-	if (n >= ARGS_MAX) {
-		va_end(ap);
-		errno = E2BIG;
-		return -1;
-	}
-	char *argv[n + 1];
-	fill_args(argv, n, arg0, &ap);
+	EXECL_ARGV(arg0, ap);
 	char *const *envp = va_arg(ap, char *const *);
 	va_end(ap);
 	return exec_any(0, AT_FDCWD, path, argv, envp, 0);
