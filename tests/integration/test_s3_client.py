@@ -21,20 +21,18 @@ missing; a missing CLI build fails (not skips) its tests.
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from s3lib import FaultProxy, free_port, sha256, write_random
+from s3lib import FaultProxy, free_port, sha256, start_s3rver, stop_s3rver, write_random
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BUILD = Path(os.environ.get("TIERCKPT_BUILD") or (REPO / "build"))
 TOOL = BUILD / "tierckpt-s3"
-S3RVER = REPO / "tools" / "s3rver.sh"
 AWS = "/usr/bin/aws"
 BUCKET = "tct-bucket"
 MiB = 1 << 20
@@ -89,21 +87,12 @@ class S3:
 def s3(tmp_path_factory):
     work = tmp_path_factory.mktemp("s3client")
     (work / "home").mkdir()
-    proc = subprocess.Popen([str(S3RVER), str(work / "data"), BUCKET], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    line = proc.stdout.readline()  # blocks until READY or exit
-    if not line.startswith("READY "):
-        proc.kill()
-        err = proc.stderr.read()
-        pytest.fail(f"the local S3 server did not start: {line!r} {err[-2000:]}")
-    s = S3(proc, int(line.split()[1]), work)
-    yield s
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        proc, port = start_s3rver(work / "data", [BUCKET])
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield S3(proc, port, work)
+    stop_s3rver(proc)
 
 
 def one_line(stderr):
